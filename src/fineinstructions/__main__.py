@@ -1,0 +1,3 @@
+from fineinstructions.cli import main
+
+main()

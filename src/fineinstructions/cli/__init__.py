@@ -1,0 +1,54 @@
+"""The ``fineinstructions`` command line: thin commands that turn arguments into config
+and call the library. Heavy imports happen inside commands, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import click
+
+from fineinstructions import __version__
+from fineinstructions.cli.config_command import config_command
+from fineinstructions.cli.demo import demo
+from fineinstructions.cli.pack import pack
+from fineinstructions.cli.pending import PENDING_COMMANDS
+from fineinstructions.errors import UserError
+
+
+class _Group(click.Group):
+    """Prints user errors as one clear message and exits with status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(2)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # pipeline order, not alphabetical
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fineinstructions")
+def main() -> None:
+    """Turn a pre-training corpus into grounded instruction→answer training data.
+
+    Real user queries become instruction templates; each document is matched to
+    compatible templates, which an LLM fills in with answers quoted from the document;
+    a judge keeps the good pairs, packed under the document's own token budget.
+    """
+
+
+_pending = PENDING_COMMANDS
+for _command in (
+    _pending["templatize"],
+    _pending["index"],
+    _pending["match"],
+    _pending["instantiate"],
+    _pending["judge"],
+    pack,
+    _pending["run"],
+    demo,
+    _pending["report"],
+    config_command,
+):
+    main.add_command(_command)

@@ -1,0 +1,16 @@
+"""``fineinstructions config``: show the configuration a command would run with."""
+
+from __future__ import annotations
+
+import click
+
+from fineinstructions.cli.options import build_config, config_options
+
+
+@click.command("config")
+@config_options
+def config_command(**options) -> None:
+    """Print the resolved configuration (preset + files + overrides) as TOML."""
+    from fineinstructions.config import config_as_toml
+
+    click.echo(config_as_toml(build_config(options)), nl=False)

@@ -1,0 +1,99 @@
+"""Options shared by commands, and turning them into a validated config."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+FIELD_OPTIONS = {
+    # option name -> config key
+    "text_field": "input.text_field",
+    "id_field": "input.id_field",
+    "source_field": "input.source_field",
+    "messages_field": "input.messages_field",
+    "on_error": "input.on_error",
+    "output_format": "output.format",
+}
+
+
+def config_options(command: Callable) -> Callable:
+    """--preset, --config and --set: where configuration comes from."""
+    decorators = [
+        click.option(
+            "--preset",
+            default="embedded",
+            show_default=True,
+            help="Named preset to start from: 'embedded' (offline, CPU) or 'paper'.",
+        ),
+        click.option(
+            "--config",
+            "config_files",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="TOML or YAML config file, applied over the preset (repeatable).",
+        ),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="SECTION.FIELD=VALUE",
+            help="Override one config value, e.g. --set pack.seed=7 (repeatable).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def input_options(command: Callable) -> Callable:
+    """How input rows are read: field names and what to do with bad rows."""
+    decorators = [
+        click.option("--text-field", help="Field holding the text (default: text)."),
+        click.option("--id-field", help="Field holding the row id (default: id)."),
+        click.option("--source-field", help="Field naming the source (default: source)."),
+        click.option("--messages-field", help="Field holding chat messages (default: messages)."),
+        click.option(
+            "--on-error",
+            type=click.Choice(["raise", "skip"]),
+            help="Stop at the first bad input row (raise, default) or count it and go on (skip).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def output_options(command: Callable) -> Callable:
+    return click.option(
+        "--output-format",
+        type=click.Choice(["parquet", "jsonl"]),
+        help="Shard format of the output (default: parquet).",
+    )(command)
+
+
+def build_config(options: dict[str, Any], extra: dict[str, Any] | None = None):
+    """The validated config from --preset/--config/--set and command options.
+
+    Explicit command options win over --set, which wins over files and the preset.
+    """
+    from fineinstructions.config import load_config
+
+    overrides = list(options.get("overrides") or ())
+    for name, key in FIELD_OPTIONS.items():
+        if options.get(name) is not None:
+            overrides.append(f"{key}={_yaml_string(options[name])}")
+    for key, value in (extra or {}).items():
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(
+        preset=options.get("preset") or "embedded",
+        files=options.get("config_files") or (),
+        overrides=overrides,
+    )
+
+
+def _yaml_string(value: str) -> str:
+    import json
+
+    return json.dumps(value)  # a JSON string is a YAML string: field names stay strings

@@ -1,0 +1,271 @@
+"""Configuration: one validated, frozen model per stage; presets are just config files.
+
+A configuration is built in layers, later ones winning: a named preset
+(``embedded`` or ``paper``, shipped in ``fineinstructions/presets/``), then each config
+file the user gives (TOML or YAML), then ``section.field=value`` overrides from the
+command line. Unknown keys are errors, with a suggestion when a key looks misspelt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fineinstructions.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_PRESET = "embedded"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(Section):
+    """How input files are read."""
+
+    text_field: str = Field("text", description="Field holding a query's or document's text.")
+    id_field: str = Field("id", description="Field holding the row id; rows without one get a content hash.")
+    source_field: str = Field("source", description="Field naming the row's source; defaults to the file name.")
+    messages_field: str = Field("messages", description="Field holding a chat's list of {role, content} messages.")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="'raise' stops at the first bad row; 'skip' counts bad rows and goes on."
+    )
+
+    def field_mapping(self):
+        from fineinstructions.io.readers import FieldMapping
+
+        return FieldMapping(
+            text=self.text_field, id=self.id_field, source=self.source_field, messages=self.messages_field
+        )
+
+
+class OutputConfig(Section):
+    """How outputs are written."""
+
+    format: Literal["parquet", "jsonl"] = Field("parquet", description="Shard file format.")
+    rows_per_shard: int = Field(50_000, ge=1, description="Rows per output shard.")
+
+
+class LLMConfig(Section):
+    """Which LLM a stage uses."""
+
+    backend: str = Field("llama_cpp", description="Backend name: llama_cpp, openai, vllm or transformers.")
+    model: str = Field("embedded", description="'embedded', a GGUF path, a hub id or a served model name.")
+
+
+class TemplatizeConfig(Section):
+    """Query → template + compatible document description (DESIGN §2.2)."""
+
+    mode: Literal["prompted", "fineinstructions"] = Field(
+        "prompted", description="'prompted' for any instruct LLM; 'fineinstructions' for the released templatizer."
+    )
+    llm: LLMConfig = LLMConfig()
+
+
+class EmbedConfig(Section):
+    """Document and template embedding with Gaussian pooling (DESIGN §2.3)."""
+
+    model: str = Field("embedded", description="'embedded' (all-MiniLM-L6-v2) or a sentence-transformers name/path.")
+    num_chunks: int = Field(5, ge=0, description="K, the number of Gaussian-pooled local vectors per document.")
+    sigma: float = Field(0.05, gt=0, description="Kernel width as a fraction of the document's length.")
+    alpha: float = Field(1.0, ge=0, le=1, description="Blend of local (1.0) and global (0.0) vectors.")
+    batch_size: int = Field(32, ge=1, description="Documents per embedding batch.")
+
+
+class MatchConfig(Section):
+    """Document → candidate templates (DESIGN §2.3)."""
+
+    threshold: float | None = Field(
+        None, ge=-1, le=1, description="Minimum cosine; None takes the embedder's calibrated value."
+    )
+    complexity_distribution: str = Field(
+        "bank", description="Target complexity distribution: 'bank' (the template bank's own) or a file."
+    )
+    seed: int = Field(0, description="Seed of the weighted template sampling.")
+
+
+class InstantiateConfig(Section):
+    """Template + document → instruction + grounded answer (DESIGN §2.4)."""
+
+    mode: Literal["prompted", "fineinstructions"] = Field(
+        "prompted", description="'prompted' for any instruct LLM; 'fineinstructions' for the released instantiator."
+    )
+    llm: LLMConfig = LLMConfig()
+    min_excerpt_ratio: float = Field(0.8, ge=0, le=1, description="Least share of the answer that must be excerpts.")
+
+
+class JudgeConfig(Section):
+    """1–5 Likert judgement of each pair (DESIGN §2.5)."""
+
+    llm: LLMConfig = LLMConfig()
+    min_score: int = Field(4, ge=1, le=5, description="Keep pairs scored at least this.")
+
+
+class PackConfig(Section):
+    """Packing under the documents' token budget (DESIGN §2.6)."""
+
+    tokenizer: str = Field(
+        "embedded", description="'embedded', a .gguf path, or a Hugging Face tokenizer name/path."
+    )
+    seed: int = Field(0, description="Seed of the random order pairs are drawn in.")
+
+
+class Config(Section):
+    """The whole pipeline's configuration."""
+
+    input: InputConfig = InputConfig()
+    output: OutputConfig = OutputConfig()
+    templatize: TemplatizeConfig = TemplatizeConfig()
+    embed: EmbedConfig = EmbedConfig()
+    match: MatchConfig = MatchConfig()
+    instantiate: InstantiateConfig = InstantiateConfig()
+    judge: JudgeConfig = JudgeConfig()
+    pack: PackConfig = PackConfig()
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("fineinstructions") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
+    text = (resources.files("fineinstructions") / "presets" / f"{name}.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping in a TOML or YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text("utf-8"))
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(path.read_text("utf-8")) or {}
+        else:
+            raise ConfigError(f"{path}: a config file must end in .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot parse: {error}") from None
+    except Exception as error:
+        if type(error).__module__.startswith("yaml"):
+            raise ConfigError(f"{path}: cannot parse: {error}") from None
+        raise
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(override: str) -> dict[str, Any]:
+    """``"match.threshold=0.8"`` → ``{"match": {"threshold": 0.8}}`` (values read as YAML)."""
+    import yaml
+
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like section.field=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: Any = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(
+    preset: str | None = DEFAULT_PRESET,
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+) -> Config:
+    """Build and validate a :class:`Config` from a preset, files and overrides."""
+    data: dict[str, Any] = _read_preset(preset) if preset else {}
+    for path in files:
+        data = _merge(data, read_config_file(path))
+    for override in overrides:
+        data = _merge(data, parse_override(override))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_explain(error)) from None
+
+
+def _explain(error: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field" + _suggestion(item["loc"])
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def _suggestion(location: tuple) -> str:
+    model: type[BaseModel] = Config
+    for part in location[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(location[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(model.model_fields)})"
+
+
+def config_as_toml(config: Config) -> str:
+    """The configuration as TOML text (for ``fineinstructions config``)."""
+    lines: list[str] = []
+
+    def emit(prefix: str, model: BaseModel) -> None:
+        scalars, sections = [], []
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            (sections if isinstance(value, BaseModel) else scalars).append((name, value))
+        if scalars:
+            lines.append(f"[{prefix}]")
+            for name, value in scalars:
+                if value is not None:
+                    lines.append(f"{name} = {_toml_value(value)}")
+                else:
+                    lines.append(f"# {name} = (unset)")
+            lines.append("")
+        for name, value in sections:
+            emit(f"{prefix}.{name}" if prefix else name, value)
+
+    emit("", config)
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False)

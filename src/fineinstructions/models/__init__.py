@@ -1,0 +1,1 @@
+"""Models: LLM backends behind one interface, embedders, and the embedded defaults."""
