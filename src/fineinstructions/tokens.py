@@ -48,15 +48,19 @@ class LlamaCppTokenCounter:
                 ) from None
             if not self.model_path.is_file():
                 raise UserError(f"tokenizer model {self.model_path} does not exist")
-            self._model = llama_cpp.Llama(
-                model_path=str(self.model_path), vocab_only=True, verbose=False
-            )
+            # The model object alone, vocabulary only: no weights and no context, so no
+            # KV-cache memory and none of the context warnings llama.cpp prints.
+            from llama_cpp._internals import LlamaModel
+
+            params = llama_cpp.llama_model_default_params()
+            params.vocab_only = True
+            self._model = LlamaModel(path_model=str(self.model_path), params=params, verbose=False)
         return self._model
 
     def count(self, texts: Sequence[str]) -> list[int]:
         model = self._load()
         return [
-            len(model.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+            len(model.tokenize(text.encode("utf-8"), False, False)) if text else 0
             for text in texts
         ]
 
