@@ -95,7 +95,10 @@ def _read_csv(path: Path, handle: IO[bytes]) -> Iterator[RawRecord]:
             yield location, dict(record)
     except csv.Error as error:
         raise InputError(
-            path, f"malformed CSV ({error})", location=f"line {reader.line_num}"
+            path,
+            f"malformed CSV ({error})",
+            location=f"line {reader.line_num}",
+            fix='quote values that hold commas, quotes or newlines ("..."), doubling inner quotes',
         ) from None
 
 
@@ -106,7 +109,11 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as error:
-        raise InputError(path, f"not a readable Parquet file ({error})") from None
+        raise InputError(
+            path,
+            f"not a readable Parquet file ({error})",
+            fix="check that the file is a complete Parquet file, or write it again",
+        ) from None
     number = 0
     for batch in parquet.iter_batches(batch_size=4096):
         for record in batch.to_pylist():
@@ -153,10 +160,16 @@ def read_raw(path: Path) -> Iterator[RawRecord]:
         with opener(path, "rb") as handle:
             yield from reader(path, handle)
     except FileNotFoundError:
-        raise InputError(path, "no such file") from None
+        raise InputError(path, "no such file", fix="check the path") from None
     except gzip.BadGzipFile as error:
-        raise InputError(path, f"not a valid gzip file ({error})") from None
+        raise InputError(
+            path,
+            f"not a valid gzip file ({error})",
+            fix="compress the file with gzip, or drop the .gz from its name if it is not compressed",
+        ) from None
     except (EOFError, zlib.error) as error:
         raise InputError(
-            path, f"the compressed file is truncated or corrupt ({error})"
+            path,
+            f"the compressed file is truncated or corrupt ({error})",
+            fix="copy or download the file again (gzip -t FILE checks it)",
         ) from None

@@ -80,13 +80,15 @@ def input_files(paths: Iterable[str | Path]) -> list[Path]:
             )
             if not found:
                 raise InputError(
-                    path, f"the folder holds no {', '.join(SUPPORTED_SUFFIXES)} files"
+                    path,
+                    f"the folder holds no {', '.join(SUPPORTED_SUFFIXES)} files",
+                    fix="give a folder of input files, or the files themselves",
                 )
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            raise InputError(path, "no such file or folder")
+            raise InputError(path, "no such file or folder", fix="check the path")
     return files
 
 
@@ -286,7 +288,15 @@ def read_rows(paths: Iterable[str | Path], row_type: type[T]) -> Iterator[T]:
 
     for path in input_files(paths):
         if format_suffix(path) == ".parquet":
-            yield from from_table(pq.read_table(path), row_type)
+            import pyarrow as pa
+
+            try:
+                rows = from_table(pq.read_table(path), row_type)
+            except (pa.ArrowInvalid, OSError) as error:
+                raise InputError(path, f"not a readable Parquet file ({error})") from None
+            except (TypeError, ValueError) as error:
+                raise InputError(path, f"not a {row_type.__name__} file ({error})") from None
+            yield from rows
             continue
         for location, record in read_raw(path):
             if isinstance(record, InputError):
