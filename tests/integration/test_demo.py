@@ -46,6 +46,6 @@ def test_demo_can_run_twice_into_the_same_folder(tmp_path):
 
 def test_bundled_pairs_resolve_as_the_demo_claims():
     documents = {d.id: d.text for d in read_documents([examples_dir() / "documents.jsonl"])}
-    lines = (examples_dir() / "pairs.jsonl").read_text().splitlines()
-    outcomes = [expand_excerpts(json.loads(l)["answer"], documents[json.loads(l)["document_id"]]) for l in lines]
+    rows = [json.loads(line) for line in (examples_dir() / "pairs.jsonl").read_text().splitlines()]
+    outcomes = [expand_excerpts(row["answer"], documents[row["document_id"]]) for row in rows]
     assert sum(o.ok and o.excerpt_ratio >= 0.8 for o in outcomes) == 11

@@ -26,7 +26,7 @@ def formatted(pairs: Sequence[PairRow], counter: TokenCounter) -> list[PairRow]:
     counts = counter.count(texts)
     return [
         dataclasses.replace(p, text=text, token_count=count)
-        for p, text, count in zip(pairs, texts, counts)
+        for p, text, count in zip(pairs, texts, counts, strict=True)
     ]
 
 
