@@ -59,7 +59,10 @@ def test_help_in_a_subprocess_lists_every_command_with_a_description():
         assert len(description) > 20, (name, description)
         assert "\n" not in main.commands[name].get_short_help_str(limit=200)
     for name in PENDING:
-        assert entries[name].endswith("(not available yet)"), (name, entries[name])
+        assert entries[name].endswith("[not yet available]"), (name, entries[name])
+    # One line each: no wrapped continuation lines in the Commands section.
+    commands_section = result.stdout.split("Commands:", 1)[1].strip("\n").splitlines()
+    assert all(line.split()[0] in entries for line in commands_section if line.strip())
     assert "Traceback" not in result.stderr
 
 

@@ -7,7 +7,7 @@ import click
 from fineinstructions.cli.options import build_config, config_options
 
 
-@click.command("config")
+@click.command("config", short_help="Print the resolved configuration.")
 @config_options
 def config_command(**options) -> None:
     """Print the resolved configuration (preset + files + overrides) as TOML."""

@@ -7,7 +7,7 @@ import click
 from fineinstructions.cli.options import build_config, config_options
 
 
-@click.command("demo")
+@click.command("demo", short_help="Run on the bundled examples, offline.")
 @click.option(
     "-o", "--output", default="demo-output", show_default=True, type=click.Path(file_okay=False),
     help="Folder to write the demo's dataset, stats and rejects to.",

@@ -9,7 +9,7 @@ import click
 from fineinstructions.cli.options import build_config, config_options, input_options, output_options
 
 
-@click.command("pack")
+@click.command("pack", short_help="Pack judged pairs under the token budget.")
 @click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--documents",

@@ -7,13 +7,13 @@ import click
 from fineinstructions import __version__
 
 _SUMMARIES = {
-    "templatize": "Turn real user queries into validated instruction templates.",
-    "index": "Embed a template bank's document descriptions into a FAISS index.",
-    "match": "Match documents to compatible templates with Gaussian-pooled vectors.",
-    "instantiate": "Fill templates from documents into instruction/answer pairs.",
-    "judge": "Score pairs 1-5 with an LLM judge and keep the good ones.",
-    "run": "Run every stage, resumably, into one output folder.",
-    "report": "Write an HTML report of a finished run.",
+    "templatize": "Queries -> validated instruction templates.",
+    "index": "Template bank -> FAISS index.",
+    "match": "Documents -> compatible templates.",
+    "instantiate": "Templates + documents -> grounded pairs.",
+    "judge": "Score pairs 1-5 and keep the good ones.",
+    "run": "Run every stage, resumably.",
+    "report": "HTML report of a finished run.",
 }
 
 
@@ -29,8 +29,8 @@ def _pending(name: str, summary: str) -> click.Command:
     return click.Command(
         name,
         callback=callback,
-        help=f"{summary} (not available yet)",
-        short_help=f"{summary} (not available yet)",
+        help=f"{summary} Not available in this version yet.",
+        short_help=f"{summary} [not yet available]",
         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )
