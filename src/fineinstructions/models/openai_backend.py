@@ -1,0 +1,261 @@
+"""OpenAI-compatible HTTP backend: vLLM, SGLang, llama.cpp server, TGI, hosted APIs.
+
+Requests of a batch are sent concurrently (at most ``max_concurrency`` in flight) to
+``{base_url}/chat/completions``. Connection errors, timeouts, 429 and 5xx answers are
+retried with exponential backoff and jitter, honouring ``Retry-After``; a request that
+still fails becomes a completion with a ``backend_error``, and the rest of the batch
+goes on. The API key is read from the environment variable ``api_key_env`` and never
+logged.
+
+Structured output is sent in the form the server understands (``dialect``):
+
+- ``openai`` (OpenAI, vLLM, SGLang): ``response_format`` of type ``json_schema``;
+- ``vllm``: the same, plus ``guided_regex`` / ``guided_grammar`` for regex and grammar;
+- ``llama_cpp`` (llama-cpp-python's server): ``response_format`` of type
+  ``json_object`` with a ``schema``, and ``grammar`` (GBNF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from typing import Any, Literal, Sequence
+
+from fineinstructions.errors import UserError
+from fineinstructions.models.llm import (
+    BACKEND_ERROR,
+    CONTEXT_OVERFLOW,
+    Completion,
+    Request,
+    failed,
+    parse_structured,
+)
+
+Dialect = Literal["openai", "vllm", "llama_cpp"]
+_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class OpenAICompatibleLLM:
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key_env: str | None = "OPENAI_API_KEY",
+        dialect: Dialect = "openai",
+        max_concurrency: int = 16,
+        timeout: float = 300.0,
+        max_retries: int = 6,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.dialect = dialect
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.retries = 0  # retried attempts so far, for reports and tests
+        self._checked = False
+
+    @property
+    def identity(self) -> str:
+        return f"openai:{self.model}"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def load(self) -> None:
+        """Check the server answers, so a wrong URL fails at once with what to start."""
+        if self._checked:
+            return
+        import httpx
+
+        try:
+            response = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=10)
+        except httpx.HTTPError as error:
+            raise UserError(
+                f"cannot reach the LLM server at {self.base_url} ({type(error).__name__}).\n"
+                "  fix: start an OpenAI-compatible server there, for example\n"
+                f"    vllm serve {self.model} --port PORT\n"
+                "    python -m llama_cpp.server --model MODEL.gguf --port PORT\n"
+                "  or set the backend's base_url to where one runs"
+            ) from None
+        if response.status_code in (401, 403):
+            raise UserError(
+                f"the LLM server at {self.base_url} refused the API key "
+                f"(HTTP {response.status_code}); set ${self.api_key_env}"
+            )
+        self._checked = True
+
+    def payload(self, request: Request) -> dict[str, Any] | str:
+        """The JSON body for ``request``, or why this dialect cannot express it."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.json_schema is not None:
+            if self.dialect == "llama_cpp":
+                body["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            else:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
+                }
+        elif request.regex is not None:
+            if self.dialect != "vllm":
+                return f"the {self.dialect} dialect takes no regex constraint"
+            body["guided_regex"] = request.regex
+        elif request.grammar is not None:
+            if self.dialect == "llama_cpp":
+                body["grammar"] = request.grammar
+            elif self.dialect == "vllm":
+                body["guided_grammar"] = request.grammar
+            else:
+                return "the openai dialect takes no grammar constraint"
+        return body
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        self.load()
+        coroutine = self._generate_all(list(requests))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        # Called from inside an event loop (a notebook, an async app): run in a thread.
+        result: list[list[Completion]] = []
+        thread = threading.Thread(target=lambda: result.append(asyncio.run(coroutine)))
+        thread.start()
+        thread.join()
+        return result[0]
+
+    async def _generate_all(self, requests: list[Request]) -> list[Completion]:
+        import httpx
+
+        limits = httpx.Limits(max_connections=self.max_concurrency)
+        gate = asyncio.Semaphore(self.max_concurrency)
+        async with httpx.AsyncClient(
+            headers=self._headers(), timeout=self.timeout, limits=limits
+        ) as client:
+
+            async def one(request: Request) -> Completion:
+                async with gate:
+                    return await self._send(client, request)
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def _send(self, client, request: Request) -> Completion:
+        import httpx
+
+        body = self.payload(request)
+        if isinstance(body, str):
+            return failed(BACKEND_ERROR, body)
+        url = f"{self.base_url}/chat/completions"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                response = await client.post(url, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as error:
+                last = f"{type(error).__name__} talking to {self.base_url}"
+            else:
+                if response.status_code == 200:
+                    return self._completion(request, response.json())
+                last = f"HTTP {response.status_code}: {_error_message(response)}"
+                if response.status_code not in _RETRY_STATUS:
+                    kind = CONTEXT_OVERFLOW if _is_context_overflow(response) else BACKEND_ERROR
+                    return failed(kind, last)
+                retry_after = _retry_after(response)
+            if attempt == self.max_retries:
+                break
+            self.retries += 1
+            await asyncio.sleep(self._delay(attempt, retry_after))
+        return failed(BACKEND_ERROR, f"{last} (gave up after {self.max_retries + 1} attempts)")
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max)
+        ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)  # jitter: clients do not retry in step
+
+    def _completion(self, request: Request, data: dict[str, Any]) -> Completion:
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return failed(BACKEND_ERROR, "the server's answer has no choices[0].message")
+        usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return parse_structured(
+            request,
+            text,
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
+            cached_tokens=details.get("cached_tokens") or 0,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        raise UserError(
+            "the openai backend cannot count tokens locally; configure a tokenizer "
+            "(pack.tokenizer) for counting"
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def _error_message(response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300]
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or error)[:300]
+    return str(error)[:300]
+
+
+def _is_context_overflow(response) -> bool:
+    """Servers say this in different words: OpenAI with a code, vLLM and llama.cpp in
+    the message. Only a 400 can mean it."""
+    if response.status_code != 400:
+        return False
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    error = data.get("error", data) if isinstance(data, dict) else {}
+    if isinstance(error, dict) and error.get("code") == "context_length_exceeded":
+        return True
+    message = _error_message(response).lower()
+    return "context length" in message or "context window" in message
+
+
+def _retry_after(response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,183 @@
+"""The OpenAI-compatible HTTP backend against a real llama.cpp server on 127.0.0.1."""
+
+import threading
+import time
+
+import pytest
+
+from fineinstructions.errors import UserError
+from fineinstructions.models.llm import Request, backend_class
+
+from llama_server import MODEL_ALIAS, LlamaServer, free_port  # noqa: I001
+
+pytestmark = pytest.mark.slow
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"colour": {"type": "string", "maxLength": 20}},
+    "required": ["colour"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = LlamaServer().start()
+    yield running
+    running.stop()
+
+
+def client(server, **options):
+    options.setdefault("dialect", "llama_cpp")
+    return backend_class("openai")(MODEL_ALIAS, base_url=server.base_url, **options)
+
+
+def test_batch_with_schema_grammar_and_overflow(server):
+    llm = client(server, max_concurrency=4)
+    out = llm.generate(
+        [
+            Request.chat(("user", "Name a colour, as JSON."), json_schema=SCHEMA, max_tokens=40),
+            Request.chat(("user", "Is fire hot? yes or no"), grammar='root ::= "yes" | "no"', max_tokens=3),
+            Request.chat(("user", "word " * 1500), max_tokens=8),
+            Request.chat(("user", "x"), regex="a+", max_tokens=3),
+            Request.chat(("user", "Say hi."), max_tokens=8),
+        ]
+    )
+    assert out[0].ok and isinstance(out[0].parsed["colour"], str), out[0]
+    assert out[1].text in {"yes", "no"}
+    assert out[2].error_kind == "context_overflow"
+    assert out[3].error_kind == "backend_error" and "regex" in out[3].error
+    assert out[4].ok and out[4].text and out[4].prompt_tokens > 0 and out[4].completion_tokens > 0
+
+
+def test_same_answers_as_the_in_process_backend_at_temperature_zero(server):
+    request = Request.chat(("user", "Write three words about rain."), max_tokens=12)
+    over_http = client(server).generate([request])[0].text
+    local = backend_class("llama_cpp")(n_ctx=1024)
+    try:
+        assert local.generate([request])[0].text == over_http
+    finally:
+        local.close()
+
+
+def test_unreachable_server_says_which_url_and_what_to_start():
+    llm = backend_class("openai")("some-model", base_url=f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(UserError) as raised:
+        llm.generate([Request.chat(("user", "hi"))])
+    message = str(raised.value)
+    assert "127.0.0.1" in message and "vllm serve" in message and "llama_cpp.server" in message
+
+
+def test_api_key_is_sent_but_never_shown(server, monkeypatch):
+    monkeypatch.setenv("FI_TEST_KEY", "sk-secret-value")
+    llm = client(server, api_key_env="FI_TEST_KEY")
+    assert llm._headers()["Authorization"] == "Bearer sk-secret-value"
+    assert "sk-secret-value" not in repr(vars(llm))
+    assert llm.generate([Request.chat(("user", "hi"), max_tokens=2)])[0].ok
+
+
+def test_recovers_when_the_server_is_killed_and_restarted_mid_batch():
+    server = LlamaServer().start()
+    try:
+        llm = client(server, max_concurrency=2, max_retries=10, backoff_base=0.2, backoff_max=2.0)
+        batch = [Request.chat(("user", f"Count to {i}."), max_tokens=24) for i in range(12)]
+        expected = [c.text for c in llm.generate(batch)]  # an uninterrupted run
+
+        def kill_then_restart():
+            time.sleep(0.3)
+            server.stop()
+            time.sleep(1.5)
+            server.start()
+
+        disturber = threading.Thread(target=kill_then_restart)
+        retries_before = llm.retries
+        disturber.start()
+        out = llm.generate(batch)
+        disturber.join()
+        assert all(c.ok for c in out), [c.error for c in out if not c.ok]
+        assert [c.text for c in out] == expected  # greedy: the same answers after recovery
+        assert llm.retries > retries_before  # the kill was really felt
+    finally:
+        server.stop()
+
+
+def test_honours_retry_after_on_429():
+    """A real local HTTP server that answers 429 with Retry-After once, then 200."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"data": []}')
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(time.monotonic())
+            if len(seen) == 1:
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.end_headers()
+                self.wfile.write(b'{"error": {"message": "slow down"}}')
+                return
+            body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        llm = backend_class("openai")("m", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", backoff_base=0.01)
+        (completion,) = llm.generate([Request.chat(("user", "hi"))])
+        assert completion.text == "ok" and completion.prompt_tokens == 3
+        assert len(seen) == 2 and seen[1] - seen[0] >= 0.9  # waited as told, not 0.01 s
+    finally:
+        httpd.shutdown()
+
+
+def test_gives_up_with_a_counted_error_not_an_exception():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(503)
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        llm = backend_class("openai")("m", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", max_retries=2, backoff_base=0.01)
+        out = llm.generate([Request.chat(("user", "a")), Request.chat(("user", "b"))])
+        assert [c.error_kind for c in out] == ["backend_error", "backend_error"]
+        assert "HTTP 503" in out[0].error and "3 attempts" in out[0].error
+    finally:
+        httpd.shutdown()
+
+
+def test_payload_dialects():
+    openai = backend_class("openai")("m", dialect="openai")
+    vllm = backend_class("openai")("m", dialect="vllm")
+    request = Request.chat(("user", "x"), json_schema=SCHEMA, stop=("END",), seed=5)
+    body = openai.payload(request)
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert body["stop"] == ["END"] and body["seed"] == 5
+    assert vllm.payload(Request.chat(("user", "x"), regex="[0-9]+"))["guided_regex"] == "[0-9]+"
+    assert vllm.payload(Request.chat(("user", "x"), grammar="root ::= x"))["guided_grammar"] == "root ::= x"
+    assert isinstance(openai.payload(Request.chat(("user", "x"), regex="a")), str)
