@@ -4,11 +4,10 @@ import threading
 import time
 
 import pytest
+from llama_server import MODEL_ALIAS, LlamaServer, free_port  # noqa: I001
 
 from fineinstructions.errors import UserError
 from fineinstructions.models.llm import Request, backend_class
-
-from llama_server import MODEL_ALIAS, LlamaServer, free_port  # noqa: I001
 
 pytestmark = pytest.mark.slow
 
