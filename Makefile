@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The llama-cpp-python wheel is built from source once; pip caches it afterwards.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test install clean
 
@@ -15,8 +16,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# torch is pinned to the CPU build first, so no extra pulls several GB of CUDA packages.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e ".[embedded,dev]"
+	$(BIN)/pip install "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install -e ".[embedded,transformers,dev]"
 	touch $@
 
 install: $(VENV)/.installed

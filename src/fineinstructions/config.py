@@ -57,10 +57,23 @@ class OutputConfig(Section):
 
 
 class LLMConfig(Section):
-    """Which LLM a stage uses."""
+    """Which LLM a stage uses, and how to reach it."""
 
-    backend: str = Field("llama_cpp", description="Backend name: llama_cpp, openai, vllm or transformers.")
-    model: str = Field("embedded", description="'embedded', a GGUF path, a hub id or a served model name.")
+    backend: Literal["llama_cpp", "openai", "vllm", "transformers", "fake"] = Field(
+        "llama_cpp", description="Backend: llama_cpp (embedded default), openai (any OpenAI-compatible server), vllm, transformers."
+    )
+    model: str = Field("embedded", description="'embedded', a GGUF path, a hub id or local folder, or a served model name.")
+    cache: bool = Field(True, description="Keep a request cache next to the run's output, so re-runs make no repeated calls.")
+    n_ctx: int = Field(4096, ge=256, description="Context window (llama_cpp, vllm max_model_len).")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: the server's base URL.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key.")
+    dialect: Literal["openai", "vllm", "vllm_legacy", "llama_cpp"] = Field(
+        "openai", description="openai: how structured output is sent (see the backend's docs)."
+    )
+    max_concurrency: int = Field(16, ge=1, description="openai: requests in flight at once.")
+    max_retries: int = Field(6, ge=0, description="openai: retries on connection errors, 429 and 5xx.")
+    timeout: float = Field(300.0, gt=0, description="openai: seconds before a request times out.")
+    batch_size: int = Field(8, ge=1, description="transformers: sequences generated together.")
 
 
 class TemplatizeConfig(Section):

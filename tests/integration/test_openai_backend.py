@@ -177,6 +177,9 @@ def test_payload_dialects():
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"] == SCHEMA
     assert body["stop"] == ["END"] and body["seed"] == 5
-    assert vllm.payload(Request.chat(("user", "x"), regex="[0-9]+"))["guided_regex"] == "[0-9]+"
-    assert vllm.payload(Request.chat(("user", "x"), grammar="root ::= x"))["guided_grammar"] == "root ::= x"
+    assert vllm.payload(Request.chat(("user", "x"), regex="[0-9]+"))["structured_outputs"] == {"regex": "[0-9]+"}
+    assert vllm.payload(Request.chat(("user", "x"), grammar="root ::= x"))["structured_outputs"] == {"grammar": "root ::= x"}
+    legacy = backend_class("openai")("m", dialect="vllm_legacy")
+    assert legacy.payload(Request.chat(("user", "x"), regex="[0-9]+"))["guided_regex"] == "[0-9]+"
+    assert legacy.payload(request)["guided_json"] == SCHEMA
     assert isinstance(openai.payload(Request.chat(("user", "x"), regex="a")), str)

@@ -10,7 +10,10 @@ logged.
 Structured output is sent in the form the server understands (``dialect``):
 
 - ``openai`` (OpenAI, vLLM, SGLang): ``response_format`` of type ``json_schema``;
-- ``vllm``: the same, plus ``guided_regex`` / ``guided_grammar`` for regex and grammar;
+- ``vllm`` (vLLM 0.12 and later): the same, plus ``structured_outputs`` with ``regex``
+  or ``grammar``;
+- ``vllm_legacy`` (vLLM before 0.12): ``guided_json`` / ``guided_regex`` /
+  ``guided_grammar``;
 - ``llama_cpp`` (llama-cpp-python's server): ``response_format`` of type
   ``json_object`` with a ``schema``, and ``grammar`` (GBNF).
 """
@@ -33,7 +36,7 @@ from fineinstructions.models.llm import (
     parse_structured,
 )
 
-Dialect = Literal["openai", "vllm", "llama_cpp"]
+Dialect = Literal["openai", "vllm", "vllm_legacy", "llama_cpp"]
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -116,22 +119,23 @@ class OpenAICompatibleLLM:
         if request.json_schema is not None:
             if self.dialect == "llama_cpp":
                 body["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            elif self.dialect == "vllm_legacy":
+                body["guided_json"] = request.json_schema
             else:
                 body["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
                 }
-        elif request.regex is not None:
-            if self.dialect != "vllm":
-                return f"the {self.dialect} dialect takes no regex constraint"
-            body["guided_regex"] = request.regex
-        elif request.grammar is not None:
-            if self.dialect == "llama_cpp":
-                body["grammar"] = request.grammar
-            elif self.dialect == "vllm":
-                body["guided_grammar"] = request.grammar
+        elif request.regex is not None or request.grammar is not None:
+            kind, value = ("regex", request.regex) if request.regex is not None else ("grammar", request.grammar)
+            if self.dialect == "vllm":
+                body["structured_outputs"] = {kind: value}
+            elif self.dialect == "vllm_legacy":
+                body[f"guided_{kind}"] = value
+            elif self.dialect == "llama_cpp" and kind == "grammar":
+                body["grammar"] = value
             else:
-                return "the openai dialect takes no grammar constraint"
+                return f"the {self.dialect} dialect takes no {kind} constraint"
         return body
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:

@@ -1,0 +1,35 @@
+"""Build the LLM a stage's config names, wrapped in the request cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fineinstructions.config import LLMConfig
+from fineinstructions.models.cache import CachedLLM
+from fineinstructions.models.llm import LLM, backend_class
+
+
+def make_llm(config: LLMConfig, *, cache_path: str | Path | None = None) -> LLM:
+    """The backend ``config`` names; with ``config.cache`` and a ``cache_path``, cached."""
+    cls = backend_class(config.backend)
+    if config.backend == "llama_cpp":
+        backend = cls(config.model, n_ctx=config.n_ctx)
+    elif config.backend == "openai":
+        backend = cls(
+            config.model,
+            base_url=config.base_url,
+            api_key_env=config.api_key_env,
+            dialect=config.dialect,
+            max_concurrency=config.max_concurrency,
+            max_retries=config.max_retries,
+            timeout=config.timeout,
+        )
+    elif config.backend == "vllm":
+        backend = cls(config.model, max_model_len=config.n_ctx)
+    elif config.backend == "transformers":
+        backend = cls(config.model, batch_size=config.batch_size)
+    else:
+        backend = cls(model=config.model)
+    if config.cache and cache_path is not None:
+        return CachedLLM(backend, cache_path)
+    return backend

@@ -1,0 +1,139 @@
+"""vLLM in-process backend, for GPU workers.
+
+Loads the model once (``vllm.LLM``) and sends a whole batch through ``LLM.chat``, which
+schedules it with continuous batching and automatic prefix caching, so the requests of
+one document that share its text as a prefix are prefilled once. JSON schema, regex and
+grammar constraints become vLLM structured outputs (``StructuredOutputsParams`` in vLLM
+0.12 and later, ``GuidedDecodingParams`` before).
+
+Prompts longer than ``max_model_len`` are found before the batch is sent (vLLM would
+reject the whole batch) and come back as ``context_overflow`` completions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from fineinstructions.models.llm import (
+    CONTEXT_OVERFLOW,
+    Completion,
+    Request,
+    failed,
+    parse_structured,
+)
+
+
+class VLLMLLM:
+    kind = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        **engine_options: Any,
+    ) -> None:
+        self.model = model
+        self.max_model_len = max_model_len
+        self.engine_options = {
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "tensor_parallel_size": tensor_parallel_size,
+            "enable_prefix_caching": enable_prefix_caching,
+            **engine_options,
+        }
+        self._llm = None
+
+    @property
+    def identity(self) -> str:
+        return f"vllm:{self.model}"
+
+    def load(self) -> None:
+        if self._llm is not None:
+            return
+        from vllm import LLM
+
+        options = dict(self.engine_options)
+        if self.max_model_len:
+            options["max_model_len"] = self.max_model_len
+        self._llm = LLM(model=self.model, **options)
+        self.max_model_len = self._llm.llm_engine.model_config.max_model_len
+
+    def sampling_params(self, request: Request):
+        from vllm import SamplingParams
+
+        options: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,
+            "stop": list(request.stop) or None,
+        }
+        constraint = {
+            key: value
+            for key, value in (
+                ("json", request.json_schema),
+                ("regex", request.regex),
+                ("grammar", request.grammar),
+            )
+            if value is not None
+        }
+        if constraint:
+            try:
+                from vllm.sampling_params import StructuredOutputsParams
+            except ImportError:  # vLLM < 0.12
+                from vllm.sampling_params import GuidedDecodingParams
+
+                options["guided_decoding"] = GuidedDecodingParams(**constraint)
+            else:
+                options["structured_outputs"] = StructuredOutputsParams(**constraint)
+        return SamplingParams(**options)
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        self.load()
+        tokenizer = self._llm.get_tokenizer()
+        results: list[Completion | None] = [None] * len(requests)
+        runnable: list[int] = []
+        lengths: list[int] = []
+        for i, request in enumerate(requests):
+            ids = tokenizer.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in request.messages],
+                tokenize=True,
+                add_generation_prompt=True,
+            )
+            length = len(ids["input_ids"] if isinstance(ids, dict) else ids)
+            lengths.append(length)
+            if length >= self.max_model_len:
+                results[i] = failed(
+                    CONTEXT_OVERFLOW,
+                    f"the prompt has {length} tokens; max_model_len is {self.max_model_len}",
+                    prompt_tokens=length,
+                )
+            else:
+                runnable.append(i)
+        if runnable:
+            outputs = self._llm.chat(
+                [[{"role": m.role, "content": m.content} for m in requests[i].messages] for i in runnable],
+                sampling_params=[self.sampling_params(requests[i]) for i in runnable],
+                use_tqdm=False,
+            )
+            for i, output in zip(runnable, outputs, strict=True):
+                choice = output.outputs[0]
+                results[i] = parse_structured(
+                    requests[i],
+                    choice.text,
+                    finish_reason=choice.finish_reason,
+                    prompt_tokens=len(output.prompt_token_ids or ()) or lengths[i],
+                    completion_tokens=len(choice.token_ids),
+                    cached_tokens=getattr(output, "num_cached_tokens", 0) or 0,
+                )
+        return results  # type: ignore[return-value]
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self._llm.get_tokenizer()(text, add_special_tokens=False)["input_ids"])
+
+    def close(self) -> None:
+        self._llm = None
