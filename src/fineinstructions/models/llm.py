@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -148,8 +149,6 @@ def schema_problem(value: Any, schema: dict[str, Any], path: str = "$") -> str |
     ``items``, ``minimum``/``maximum``, ``minLength``/``maxLength``, ``pattern`` and
     ``anyOf``.
     """
-    import re
-
     if "anyOf" in schema:
         if all(schema_problem(value, option, path) for option in schema["anyOf"]):
             return f"{path}: matches none of anyOf"
