@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 from fineinstructions.models.llm import (
     BACKEND_ERROR,
-    CONTEXT_OVERFLOW,
     Completion,
     Request,
+    context_overflow,
     failed,
     parse_structured,
 )
@@ -136,11 +136,7 @@ class LlamaCppLLM:
         prompt, template_stops = self.prompt(request)
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         if len(tokens) >= self.n_ctx:
-            return failed(
-                CONTEXT_OVERFLOW,
-                f"the prompt has {len(tokens)} tokens; the context window holds {self.n_ctx}",
-                prompt_tokens=len(tokens),
-            )
+            return context_overflow(len(tokens), self.n_ctx)
         cached = _common_prefix(llm._input_ids.tolist(), tokens)
         try:
             grammar = self._grammar(request)

@@ -114,6 +114,15 @@ def failed(kind: str, detail: str, *, prompt_tokens: int = 0) -> Completion:
     return Completion(error=f"{kind}: {detail}", prompt_tokens=prompt_tokens)
 
 
+def context_overflow(prompt_tokens: int, window: int) -> Completion:
+    """The completion of a request whose prompt does not fit the model's window."""
+    return failed(
+        CONTEXT_OVERFLOW,
+        f"the prompt has {prompt_tokens} tokens; the context window holds {window}",
+        prompt_tokens=prompt_tokens,
+    )
+
+
 def parse_structured(request: Request, text: str, **fields: Any) -> Completion:
     """A completion for ``text``; with a schema, the parsed JSON or an ``invalid_output`` error."""
     if request.json_schema is None:
@@ -266,6 +275,7 @@ __all__ = [
     "Message",
     "Request",
     "backend_class",
+    "context_overflow",
     "failed",
     "parse_structured",
     "request_key",

@@ -18,9 +18,9 @@ from typing import Sequence
 
 from fineinstructions.models.llm import (
     BACKEND_ERROR,
-    CONTEXT_OVERFLOW,
     Completion,
     Request,
+    context_overflow,
     failed,
     parse_structured,
 )
@@ -114,11 +114,7 @@ class TransformersLLM:
         runnable = []
         for i, length in enumerate(lengths):
             if self.max_length and length + 1 > self.max_length:
-                out[i] = failed(
-                    CONTEXT_OVERFLOW,
-                    f"the prompt has {length} tokens; the model's window holds {self.max_length}",
-                    prompt_tokens=length,
-                )
+                out[i] = context_overflow(length, self.max_length)
             else:
                 runnable.append(i)
         if runnable:

@@ -14,13 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from fineinstructions.models.llm import (
-    CONTEXT_OVERFLOW,
-    Completion,
-    Request,
-    failed,
-    parse_structured,
-)
+from fineinstructions.models.llm import Completion, Request, context_overflow, parse_structured
 
 
 class VLLMLLM:
@@ -106,11 +100,7 @@ class VLLMLLM:
             length = len(ids["input_ids"] if isinstance(ids, dict) else ids)
             lengths.append(length)
             if length >= self.max_model_len:
-                results[i] = failed(
-                    CONTEXT_OVERFLOW,
-                    f"the prompt has {length} tokens; max_model_len is {self.max_model_len}",
-                    prompt_tokens=length,
-                )
+                results[i] = context_overflow(length, self.max_model_len)
             else:
                 runnable.append(i)
         if runnable:
