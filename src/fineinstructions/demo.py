@@ -57,7 +57,8 @@ def run_demo(out_dir: str | Path, config: Config, log: Callable[[str], None] = p
         parsed = parse_template(row["template"])
         templates[row["id"]] = row
         complexity[parsed.complexity] += 1
-    log(f"templates: {len(templates)} valid, {sum(r['stage'] == 'templates' for r in rejects)} rejected")
+    invalid_templates = len(rejects)  # only templates have been rejected so far
+    log(f"templates: {len(templates)} valid, {invalid_templates} rejected")
 
     document_stats = ReadStats()
     documents = list(read_documents([examples / "documents.jsonl"], stats=document_stats))
@@ -114,9 +115,9 @@ def run_demo(out_dir: str | Path, config: Config, log: Callable[[str], None] = p
     stats = {
         "queries": query_stats.as_dict(),
         "templates": {
-            "in": len(templates) + sum(r["stage"] == "templates" for r in rejects),
+            "in": len(templates) + invalid_templates,
             "out": len(templates),
-            "failed": {"invalid_template": sum(r["stage"] == "templates" for r in rejects)},
+            "failed": {"invalid_template": invalid_templates},
             "complexity_histogram": {str(k): v for k, v in sorted(complexity.items())},
         },
         "documents": document_stats.as_dict(),

@@ -69,13 +69,19 @@ class Template:
         """Number of distinct variables."""
         return len(self.variables)
 
-    def literal_text(self) -> str:
-        """The template with every tag removed: the words the template fixes."""
+    def _substitute(self, value_of) -> list[str]:
+        """The text cut at every tag, each tag replaced by ``value_of(variable)``."""
         parts, cursor = [], 0
         for variable in self.occurrences:
             parts.append(self.text[cursor : variable.start])
+            parts.append(value_of(variable))
             cursor = variable.end
         parts.append(self.text[cursor:])
+        return parts
+
+    def literal_text(self) -> str:
+        """The template with every tag removed: the words the template fixes."""
+        parts = self._substitute(lambda variable: "")
         return " ".join(part.strip() for part in parts if part.strip())
 
     def fill(self, values: Mapping[str, str]) -> str:
@@ -83,13 +89,7 @@ class Template:
         missing = [d for d in self.variables if d not in values]
         if missing:
             raise KeyError(f"no value for template variable(s): {missing}")
-        parts, cursor = [], 0
-        for variable in self.occurrences:
-            parts.append(self.text[cursor : variable.start])
-            parts.append(values[variable.description])
-            cursor = variable.end
-        parts.append(self.text[cursor:])
-        return "".join(parts)
+        return "".join(self._substitute(lambda variable: values[variable.description]))
 
 
 def normalize_description(description: str) -> str:

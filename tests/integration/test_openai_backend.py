@@ -1,7 +1,10 @@
 """The OpenAI-compatible HTTP backend against a real llama.cpp server on 127.0.0.1."""
 
+import contextlib
+import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from llama_server import MODEL_ALIAS, LlamaServer, free_port  # noqa: I001
@@ -100,14 +103,14 @@ def test_recovers_when_the_server_is_killed_and_restarted_mid_batch():
         server.stop()
 
 
-def test_honours_retry_after_on_429():
-    """A real local HTTP server that answers 429 with Retry-After once, then 200."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    seen = []
+@contextlib.contextmanager
+def scripted_server(answer):
+    """A real HTTP server on 127.0.0.1 whose chat answers come from ``answer(n)``
+    (n counts POSTs from 1), returning ``(status, headers, body)``; yields its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
+        posts = 0
+
         def log_message(self, *args):
             pass
 
@@ -118,55 +121,46 @@ def test_honours_retry_after_on_429():
 
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(time.monotonic())
-            if len(seen) == 1:
-                self.send_response(429)
-                self.send_header("Retry-After", "1")
-                self.end_headers()
-                self.wfile.write(b'{"error": {"message": "slow down"}}')
-                return
-            body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            Handler.posts += 1
+            status, headers, body = answer(Handler.posts)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(json.dumps(body).encode())
+            self.wfile.write(json.dumps(body).encode() if body is not None else b"")
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        llm = backend_class("openai")("m", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", backoff_base=0.01)
-        (completion,) = llm.generate([Request.chat(("user", "hi"))])
-        assert completion.text == "ok" and completion.prompt_tokens == 3
-        assert len(seen) == 2 and seen[1] - seen[0] >= 0.9  # waited as told, not 0.01 s
+        yield f"http://127.0.0.1:{httpd.server_port}/v1"
     finally:
         httpd.shutdown()
+
+
+def test_honours_retry_after_on_429():
+    """Answers 429 with Retry-After once, then 200."""
+    seen = []
+
+    def answer(n):
+        seen.append(time.monotonic())
+        if n == 1:
+            return 429, {"Retry-After": "1"}, {"error": {"message": "slow down"}}
+        body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+        return 200, {"Content-Type": "application/json"}, body
+
+    with scripted_server(answer) as base_url:
+        llm = backend_class("openai")("m", base_url=base_url, backoff_base=0.01)
+        (completion,) = llm.generate([Request.chat(("user", "hi"))])
+    assert completion.text == "ok" and completion.prompt_tokens == 3
+    assert len(seen) == 2 and seen[1] - seen[0] >= 0.9  # waited as told, not 0.01 s
 
 
 def test_gives_up_with_a_counted_error_not_an_exception():
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.end_headers()
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(503)
-            self.end_headers()
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        llm = backend_class("openai")("m", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", max_retries=2, backoff_base=0.01)
+    with scripted_server(lambda n: (503, {}, None)) as base_url:
+        llm = backend_class("openai")("m", base_url=base_url, max_retries=2, backoff_base=0.01)
         out = llm.generate([Request.chat(("user", "a")), Request.chat(("user", "b"))])
-        assert [c.error_kind for c in out] == ["backend_error", "backend_error"]
-        assert "HTTP 503" in out[0].error and "3 attempts" in out[0].error
-    finally:
-        httpd.shutdown()
+    assert [c.error_kind for c in out] == ["backend_error", "backend_error"]
+    assert "HTTP 503" in out[0].error and "3 attempts" in out[0].error
 
 
 def test_payload_dialects():

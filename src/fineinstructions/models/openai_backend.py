@@ -184,10 +184,11 @@ class OpenAICompatibleLLM:
             else:
                 if response.status_code == 200:
                     return self._completion(request, response.json())
-                last = f"HTTP {response.status_code}: {_error_message(response)}"
+                message, code = _error_details(response)
+                last = f"HTTP {response.status_code}: {message}"
                 if response.status_code not in _RETRY_STATUS:
-                    kind = CONTEXT_OVERFLOW if _is_context_overflow(response) else BACKEND_ERROR
-                    return failed(kind, last)
+                    overflow = _is_context_overflow(response.status_code, message, code)
+                    return failed(CONTEXT_OVERFLOW if overflow else BACKEND_ERROR, last)
                 retry_after = _retry_after(response)
             if attempt == self.max_retries:
                 break
@@ -228,30 +229,27 @@ class OpenAICompatibleLLM:
         pass
 
 
-def _error_message(response) -> str:
+def _error_details(response) -> tuple[str, str | None]:
+    """The error message of a non-200 answer and its machine-readable code, if any."""
     try:
         data = response.json()
     except ValueError:
-        return response.text[:300]
+        return response.text[:300], None
     error = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(error, dict):
-        return str(error.get("message") or error)[:300]
-    return str(error)[:300]
+        code = error.get("code")
+        return str(error.get("message") or error)[:300], code if isinstance(code, str) else None
+    return str(error)[:300], None
 
 
-def _is_context_overflow(response) -> bool:
+def _is_context_overflow(status: int, message: str, code: str | None) -> bool:
     """Servers say this in different words: OpenAI with a code, vLLM and llama.cpp in
     the message. Only a 400 can mean it."""
-    if response.status_code != 400:
+    if status != 400:
         return False
-    try:
-        data = response.json()
-    except ValueError:
-        return False
-    error = data.get("error", data) if isinstance(data, dict) else {}
-    if isinstance(error, dict) and error.get("code") == "context_length_exceeded":
+    if code == "context_length_exceeded":
         return True
-    message = _error_message(response).lower()
+    message = message.lower()
     return "context length" in message or "context window" in message
 
 

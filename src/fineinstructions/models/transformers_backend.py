@@ -143,10 +143,11 @@ class TransformersLLM:
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             eos = tokenizer.eos_token_id
             for row, i in enumerate(runnable):
-                ids = [t for t in new_tokens[row].tolist() if t != tokenizer.pad_token_id or t == eos]
+                ids = new_tokens[row].tolist()
                 hit_eos = eos in ids
                 if hit_eos:
                     ids = ids[: ids.index(eos)]
+                ids = [t for t in ids if t != tokenizer.pad_token_id]
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 stopped = False
                 for stop in requests[i].stop:
