@@ -76,6 +76,29 @@ class LLMConfig(Section):
     batch_size: int = Field(8, ge=1, description="transformers: sequences generated together.")
 
 
+class QueriesConfig(Section):
+    """Which queries reach the templatizer (DESIGN §2.1): deduplication, decontamination
+    against protected evaluation prompts, and a harmful-content filter."""
+
+    exact_dedup: bool = Field(True, description="Drop queries equal after normalising case and whitespace.")
+    near_dedup_threshold: float | None = Field(
+        0.8, gt=0, le=1, description="Drop queries whose estimated Jaccard similarity (MinHash) to a kept one is at least this; null turns it off."
+    )
+    minhash_permutations: int = Field(128, ge=8, le=1024, description="MinHash signature length.")
+    shingle_size: int = Field(5, ge=1, description="Characters per shingle for near-duplicate detection.")
+    protected: tuple[str, ...] = Field(
+        (), description="Files of protected evaluation prompts; a query overlapping one is dropped."
+    )
+    protected_text_field: str = Field("text", description="Field holding a protected prompt's text.")
+    decontamination_ngram: int = Field(13, ge=1, description="Tokens in the n-grams compared with protected prompts.")
+    moderation: Literal["offline", "openai", "off"] = Field(
+        "offline", description="Harmful-content filter: offline lexicon (no network), an OpenAI-compatible moderation endpoint, or off."
+    )
+    moderation_base_url: str = Field("https://api.openai.com/v1", description="openai moderation: the server's base URL.")
+    moderation_model: str = Field("omni-moderation-latest", description="openai moderation: the model name.")
+    moderation_api_key_env: str | None = Field("OPENAI_API_KEY", description="openai moderation: environment variable holding the API key.")
+
+
 class TemplatizeConfig(Section):
     """Query → template + compatible document description (DESIGN §2.2)."""
 
@@ -83,6 +106,13 @@ class TemplatizeConfig(Section):
         "prompted", description="'prompted' for any instruct LLM; 'fineinstructions' for the released templatizer."
     )
     llm: LLMConfig = LLMConfig()
+    prompt: str = Field("templatize-v1", description="prompted: a packaged prompt name or a prompt .toml file.")
+    constraint: Literal["auto", "query", "pattern", "none"] = Field(
+        "auto",
+        description="prompted: how decoding is held to the format — 'query' (the template is the query with words replaced by tags; llama.cpp), 'pattern' (at least one <fi> tag), 'none', or 'auto'.",
+    )
+    max_tokens: int | None = Field(None, ge=16, description="Tokens a model may write per query (default: by the query's length).")
+    batch_size: int = Field(16, ge=1, description="Queries sent to the model together (and between progress updates).")
 
 
 class EmbedConfig(Section):
@@ -138,6 +168,7 @@ class Config(Section):
 
     input: InputConfig = InputConfig()
     output: OutputConfig = OutputConfig()
+    queries: QueriesConfig = QueriesConfig()
     templatize: TemplatizeConfig = TemplatizeConfig()
     embed: EmbedConfig = EmbedConfig()
     match: MatchConfig = MatchConfig()

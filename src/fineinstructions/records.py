@@ -169,8 +169,40 @@ class PairRow:
         return content_id("p", document_id, template_id)
 
 
-Row = TypeVar("Row", QueryRow, DocumentRow, TemplateRow, MatchRow, PairRow)
-ROW_TYPES: tuple[type, ...] = (QueryRow, DocumentRow, TemplateRow, MatchRow, PairRow)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectRow:
+    """An input a stage could not turn into output, kept so a user can see why.
+
+    ``reason`` is the machine-readable reason it was counted under, ``detail`` the
+    human-readable explanation, ``input`` what the stage was given (a query's text, a
+    pair's instruction) and ``raw_output`` what the model answered, verbatim.
+    """
+
+    stage: str
+    input_id: str
+    reason: str
+    detail: str
+    input: str
+    raw_output: str | None = None
+    model: str | None = None
+    prompt_version: str | None = None
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("stage", pa.string()),
+            ("input_id", pa.string()),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+            ("input", pa.string()),
+            ("raw_output", pa.string()),
+            ("model", pa.string()),
+            ("prompt_version", pa.string()),
+        ]
+    )
+
+
+Row = TypeVar("Row", QueryRow, DocumentRow, TemplateRow, MatchRow, PairRow, RejectRow)
+ROW_TYPES: tuple[type, ...] = (QueryRow, DocumentRow, TemplateRow, MatchRow, PairRow, RejectRow)
 
 
 def row_to_dict(row: Any) -> dict[str, Any]:

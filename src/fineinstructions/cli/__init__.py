@@ -10,6 +10,7 @@ from fineinstructions.cli.config_command import config_command
 from fineinstructions.cli.demo import demo
 from fineinstructions.cli.pack import pack
 from fineinstructions.cli.pending import PENDING_COMMANDS
+from fineinstructions.cli.templatize import templatize
 from fineinstructions.errors import UserError
 
 
@@ -40,7 +41,7 @@ def main() -> None:
 
 _pending = PENDING_COMMANDS
 for _command in (
-    _pending["templatize"],
+    templatize,
     _pending["index"],
     _pending["match"],
     _pending["instantiate"],

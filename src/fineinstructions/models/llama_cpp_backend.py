@@ -7,9 +7,10 @@ the longest common prefix, so requests that share a prefix (the 6 requests of on
 document, document first) are cheap after the first. ``cached_tokens`` reports how many
 prompt tokens each request took from that cache.
 
-Constraints: a JSON schema or a GBNF grammar, compiled to a llama.cpp grammar (cached
-per schema). Regex constraints are not supported by llama.cpp and give a per-request
-error.
+Constraints: a JSON schema (converted to GBNF once per schema) or a GBNF grammar,
+decoded by :class:`~fineinstructions.models.llama_cpp_decode.ConstrainedDecoder`, which
+checks the grammar only when the model's own choice breaks it. Regex constraints are not
+supported by llama.cpp and give a per-request error.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from fineinstructions.models.llama_cpp_decode import ConstrainedDecoder, GrammarError, common_prefix
 from fineinstructions.models.llm import (
     BACKEND_ERROR,
     Completion,
@@ -46,7 +48,8 @@ class LlamaCppLLM:
         self.n_batch = n_batch
         self._llm = None
         self._formatter = None
-        self._grammars: dict[str, Any] = {}
+        self._grammars: dict[str, str] = {}
+        self._decoder: ConstrainedDecoder | None = None
         self._path: Path | None = None
 
     @property
@@ -86,6 +89,7 @@ class LlamaCppLLM:
         template = metadata.get("tokenizer.chat_template")
         if not template:
             raise UserError(f"{self.model_path} has no chat template; use an instruct model")
+        self._decoder = ConstrainedDecoder(self._llm)
         vocab = self._llm._model
         self._formatter = Jinja2ChatFormatter(
             template=template,
@@ -108,22 +112,18 @@ class LlamaCppLLM:
         stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
         return formatted.prompt, stops
 
-    def _grammar(self, request: Request):
-        from llama_cpp import LlamaGrammar
-
-        if request.json_schema is not None:
-            key = "schema:" + json.dumps(request.json_schema, sort_keys=True)
-            if key not in self._grammars:
-                self._grammars[key] = LlamaGrammar.from_json_schema(
-                    json.dumps(request.json_schema), verbose=False
-                )
-            return self._grammars[key]
+    def _grammar_text(self, request: Request) -> str | None:
+        """The GBNF text of the request's constraint (schemas converted once, cached)."""
         if request.grammar is not None:
-            key = "gbnf:" + request.grammar
-            if key not in self._grammars:
-                self._grammars[key] = LlamaGrammar.from_string(request.grammar, verbose=False)
-            return self._grammars[key]
-        return None
+            return request.grammar
+        if request.json_schema is None:
+            return None
+        key = json.dumps(request.json_schema, sort_keys=True)
+        if key not in self._grammars:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            self._grammars[key] = json_schema_to_gbnf(json.dumps(request.json_schema))
+        return self._grammars[key]
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         self.load()
@@ -137,17 +137,55 @@ class LlamaCppLLM:
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         if len(tokens) >= self.n_ctx:
             return context_overflow(len(tokens), self.n_ctx)
-        cached = _common_prefix(llm._input_ids.tolist(), tokens)
         try:
-            grammar = self._grammar(request)
-            response = llm.create_completion(
+            grammar = self._grammar_text(request)
+        except Exception as error:  # the schema converter asserts on features it lacks
+            return failed(
+                BACKEND_ERROR,
+                f"llama.cpp cannot compile this output constraint ({type(error).__name__}: {error})",
+                prompt_tokens=len(tokens),
+            )
+        max_tokens = min(request.max_tokens, self.n_ctx - len(tokens))
+        stops = tuple(request.stop) + tuple(template_stops)
+        if grammar is None:
+            return self._complete(request, tokens, max_tokens, list(stops))
+        try:
+            decoded = self._decoder.generate(
                 tokens,
-                max_tokens=min(request.max_tokens, self.n_ctx - len(tokens)),
+                grammar,
+                max_tokens=max_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p,
-                stop=list(request.stop) + template_stops,
                 seed=request.seed,
-                grammar=grammar,
+                stop=stops,
+            )
+        except GrammarError as error:
+            return failed(BACKEND_ERROR, str(error), prompt_tokens=len(tokens))
+        text = llm.detokenize(decoded.tokens).decode("utf-8", errors="replace")
+        for stop in stops:
+            if stop and stop in text:
+                text = text[: text.index(stop)]
+        return parse_structured(
+            request,
+            text,
+            finish_reason=decoded.finish_reason,
+            prompt_tokens=len(tokens),
+            completion_tokens=len(decoded.tokens),
+            cached_tokens=decoded.cached_tokens,
+        )
+
+    def _complete(self, request: Request, tokens: list[int], max_tokens: int, stops: list[str]) -> Completion:
+        """An unconstrained completion through ``Llama.create_completion``."""
+        llm = self._llm
+        cached = common_prefix(llm._input_ids.tolist(), tokens)
+        try:
+            response = llm.create_completion(
+                tokens,
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=stops,
+                seed=request.seed,
             )
         except (ValueError, RuntimeError) as error:
             return failed(BACKEND_ERROR, f"{type(error).__name__}: {error}", prompt_tokens=len(tokens))
@@ -170,10 +208,3 @@ class LlamaCppLLM:
             self._llm.close()
             self._llm = None
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n

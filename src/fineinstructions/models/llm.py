@@ -128,7 +128,7 @@ def parse_structured(request: Request, text: str, **fields: Any) -> Completion:
     if request.json_schema is None:
         return Completion(text=text, **fields)
     try:
-        parsed = json.loads(text)
+        parsed = json.loads(text, strict=False)  # raw newlines inside strings are fine
     except json.JSONDecodeError as error:
         return Completion(
             text=text, error=f"{INVALID_OUTPUT}: not JSON ({error.msg} at {error.pos})", **fields

@@ -1,0 +1,1 @@
+"""Execution: read inputs, run stages in batches, write outputs atomically, report."""

@@ -1,0 +1,110 @@
+"""The query filter: which real queries reach the templatizer (DESIGN §2.1).
+
+Three filters run in order, each on what the one before kept: exact and near-duplicate
+removal, decontamination against protected evaluation prompts, and a harmful-content
+check (called once per batch). Every dropped query carries its reason:
+
+- ``exact_duplicate``, ``near_duplicate``;
+- ``contaminated:<set name>`` (the protected file it overlaps);
+- ``harmful:<category>`` (the checker's category).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from fineinstructions.config import QueriesConfig
+from fineinstructions.records import QueryRow
+from fineinstructions.stages.decontaminate import Decontaminator, load_protected
+from fineinstructions.stages.dedup import Deduplicator
+from fineinstructions.stages.moderation import HarmChecker, make_harm_checker
+
+CONTAMINATED = "contaminated"
+HARMFUL = "harmful"
+
+
+class QueryFilter:
+    """Deduplication, decontamination and harm checking of query batches, in that order.
+
+    Stateful across :meth:`filter` calls: a query duplicating one kept in an earlier
+    batch is dropped too, so feeding the batches of a stream in order gives the same
+    result as feeding it whole. A query dropped as contaminated or harmful was still
+    seen by deduplication, so its later copies are dropped as duplicates. Without a
+    ``checker`` or ``decontaminator`` that filter is skipped; :meth:`from_config` builds
+    both from the configuration.
+    """
+
+    def __init__(
+        self,
+        config: QueriesConfig,
+        *,
+        checker: HarmChecker | None = None,
+        decontaminator: Decontaminator | None = None,
+    ) -> None:
+        self.config = config
+        self.checker = checker
+        self.decontaminator = decontaminator
+        self.deduplicator = Deduplicator(
+            exact=config.exact_dedup,
+            near_threshold=config.near_dedup_threshold,
+            num_perm=config.minhash_permutations,
+            shingle_size=config.shingle_size,
+        )
+        self._counts: Counter[str] = Counter()
+        self._seen = 0
+        self._kept = 0
+
+    @classmethod
+    def from_config(cls, config: QueriesConfig) -> QueryFilter:
+        """A filter with the protected sets of ``config.protected`` loaded and the harm
+        checker ``config.moderation`` names."""
+        decontaminator = (
+            load_protected(
+                config.protected, text_field=config.protected_text_field, n=config.decontamination_ngram
+            )
+            if config.protected
+            else None
+        )
+        return cls(config, checker=make_harm_checker(config), decontaminator=decontaminator)
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Dropped queries so far, by reason."""
+        return Counter(self._counts)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The stage's counts so far: ``in = out + sum(skipped)``."""
+        return {"in": self._seen, "out": self._kept, "skipped": dict(self._counts)}
+
+    def filter(
+        self, rows: Sequence[QueryRow]
+    ) -> tuple[list[QueryRow], list[tuple[QueryRow, str]]]:
+        """The rows kept, in order, and ``(row, reason)`` for each dropped row, in order."""
+        reasons: list[str | None] = [self._first_reason(row) for row in rows]
+        survivors = [i for i, reason in enumerate(reasons) if reason is None]
+        if self.checker is not None and survivors:
+            verdicts = self.checker.check([rows[i].text for i in survivors])
+            if len(verdicts) != len(survivors):
+                raise RuntimeError(
+                    f"harm checker {self.checker.name!r} gave {len(verdicts)} verdicts "
+                    f"for {len(survivors)} texts"
+                )
+            for i, category in zip(survivors, verdicts, strict=True):
+                if category is not None:
+                    reasons[i] = f"{HARMFUL}:{category}"
+        kept = [row for row, reason in zip(rows, reasons, strict=True) if reason is None]
+        dropped = [(row, reason) for row, reason in zip(rows, reasons, strict=True) if reason is not None]
+        self._seen += len(rows)
+        self._kept += len(kept)
+        self._counts.update(reason for _, reason in dropped)
+        return kept, dropped
+
+    def _first_reason(self, row: QueryRow) -> str | None:
+        reason = self.deduplicator.check(row.text)
+        if reason is None and self.decontaminator is not None:
+            protected_set = self.decontaminator.check(row.text)
+            if protected_set is not None:
+                reason = f"{CONTAMINATED}:{protected_set}"
+        return reason
