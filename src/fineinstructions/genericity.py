@@ -78,7 +78,7 @@ def specifics(query: str) -> dict[str, set[str]]:
 
 def _title_cased(text: str) -> bool:
     words = [w for w in re.findall(r"[^\W\d_]+", text) if len(w) > 3]
-    return len(words) >= 3 and sum(w[0].isupper() for w in words) >= 0.6 * len(words)
+    return len(words) >= 4 and sum(w[0].isupper() for w in words) >= 0.75 * len(words)
 
 
 def _survives(value: str, literal: str, *, case_sensitive: bool) -> bool:

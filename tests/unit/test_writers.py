@@ -31,6 +31,7 @@ from fineinstructions.records import (
     MatchRow,
     PairRow,
     QueryRow,
+    RejectRow,
     TemplateRow,
     from_table,
     to_table,
@@ -86,6 +87,19 @@ SAMPLES = {
         MatchRow(document_id="d-1", template_id="t-1", chunk=0, score=0.875),
         MatchRow(document_id="d-1", template_id="t-2", chunk=5, score=-0.25),
         MatchRow(document_id="d-2", template_id="t-3", chunk=1, score=1.0),
+    ],
+    RejectRow: [
+        RejectRow(
+            stage="templatize",
+            input_id="q-1",
+            reason="leftover_name",
+            detail="the query's name 'Paris' is still in the template",
+            input="what is Paris like in spring",
+            raw_output='{"template": "what is Paris like in <fi>a season</fi>"}',
+            model="m",
+            prompt_version="templatize-v1",
+        ),
+        RejectRow(stage="filter_queries", input_id="q-2", reason="exact_duplicate", detail="", input="hi"),
     ],
     PairRow: [
         PairRow(

@@ -115,6 +115,28 @@ class ConstrainedDecoder:
         finally:
             lib.llama_sampler_free(sampler)
 
+    def accepts(self, grammar: str, text: str) -> bool:
+        """Whether ``grammar`` allows exactly ``text`` (as this model tokenizes it)."""
+        lib = self._lib
+        sampler = lib.llama_sampler_init_grammar(self.vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise GrammarError("llama.cpp could not parse the grammar")
+        try:
+            tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+            for token in tokens:
+                if not self._allowed(sampler, token):
+                    return False
+                lib.llama_sampler_accept(sampler, token)
+            return self._allowed(sampler, lib.llama_vocab_eos(self.vocab))  # complete?
+        finally:
+            lib.llama_sampler_free(sampler)
+
+    def _allowed(self, sampler, token: int) -> bool:
+        self._one[0] = (token, 0.0, 0.0)
+        array = self._array(self._one)
+        self._lib.llama_sampler_apply(sampler, ctypes.byref(array))
+        return bool(np.isfinite(self._one["logit"][0]))
+
     def _choose(self, sampler, logits: np.ndarray, temperature: float, top_p: float, rng) -> int | None:
         lib = self._lib
         if temperature <= 0:
