@@ -2,7 +2,11 @@
 
 import re
 
-from fineinstructions.stages.templatize_grammar import MAX_SEGMENTS, query_template_grammar, segments
+from fineinstructions.stages.templatize_grammar import (
+    MAX_SEGMENTS,
+    query_template_grammar,
+    segments,
+)
 
 
 def rules(grammar: str) -> dict[str, str]:
