@@ -69,7 +69,7 @@ def test_lazy_grammar_decoding_gives_the_same_tokens_as_full_grammar_sampling(ll
     from llama_cpp import LlamaGrammar
 
     templatizer = Templatizer(llm, constraint="query")
-    for row in real_slice(4, 500):
+    for row in real_slice(2, 700):
         request = templatizer.request(row["text"])
         # Both decode from a fresh KV cache: replaying a cached prefix in smaller batches
         # changes the logits in the last bits, which can flip a near-tie either way.
@@ -96,7 +96,7 @@ def literal_segments_follow_the_query(template: str, query: str) -> bool:
 
 
 def test_real_queries_become_a_bank_every_answer_well_formed(llm, tmp_path):
-    rows = real_slice(24, 171)  # spread over every source, long chat prompts included
+    rows = real_slice(12, 341)  # spread over every source, long chat prompts included
     queries = tmp_path / "queries.jsonl"
     queries.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "templates"
@@ -123,7 +123,7 @@ def test_templatize_command_on_real_queries(tmp_path):
     out = tmp_path / "bank"
     result = CliRunner().invoke(main, ["templatize", str(QUERIES), "-o", str(out), "--limit", "3"])
     assert result.exit_code == 0, result.output
-    assert "templatized 3 queries" in result.stderr
+    assert "templatized 3 queries: " in result.stderr
     assert (out / "stats.json").is_file()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["templatize"]["in"] == 3

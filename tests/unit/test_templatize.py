@@ -200,6 +200,7 @@ def test_run_templatize_filters_templatizes_dedupes_and_writes_bank_rejects_and_
     assert step["in"] == 3 and step["out"] == 1
     assert step["in"] == step["out"] + sum(step["skipped"].values()) + sum(step["failed"].values())
     assert step["skipped"] == {"duplicate_template": 1} and step["failed"] == {"no_variables": 1}
+    assert step["valid"] == 2 and step["valid_rate"] == round(2 / 3, 4)
     filtered = stats["filter_queries"]
     assert filtered["in"] == 6 and filtered["out"] == 3
     assert filtered["in"] == filtered["out"] + sum(filtered["skipped"].values())

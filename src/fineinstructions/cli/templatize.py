@@ -20,7 +20,7 @@ from fineinstructions.cli.options import build_config, config_options, input_opt
 )
 @click.option("--protected-field", help="Field holding a protected prompt's text (default: text).")
 @click.option("--ngram", type=int, help="Tokens in the n-grams compared with protected prompts (default 13).")
-@click.option("--near-dup-threshold", type=float, help="MinHash Jaccard threshold for near duplicates (default 0.8; 1 = exact only).")
+@click.option("--near-dup-threshold", type=float, help="MinHash Jaccard similarity at which a query counts as a near duplicate (default 0.8).")
 @click.option("--moderation", type=click.Choice(["offline", "openai", "off"]), help="Harmful-content filter (default: offline lexicon).")
 @click.option("--mode", type=click.Choice(["prompted", "fineinstructions"]), help="Prompt mode (default: prompted).")
 @click.option("--limit", type=int, help="Templatize only the first N queries read (for a quick look).")
@@ -73,8 +73,8 @@ def templatize(
     dropped = ", ".join(f"{k} {v}" for k, v in stats["filter_queries"]["skipped"].items()) or "none"
     log(
         f"read {stats['read_queries']['records']} queries; filtered out: {dropped}\n"
-        f"templatized {step['in']} queries -> {step['out']} templates "
-        f"({(step['valid_rate'] or 0):.1%} valid, {step['queries_per_s']} queries/s)\n"
+        f"templatized {step['in']} queries: {step['valid']} valid ({(step['valid_rate'] or 0):.1%}), "
+        f"{step['out']} distinct templates in the bank, {step['queries_per_s']} queries/s\n"
         f"rejected: {failed}\n"
         f"complexity (variables: templates): {histogram}\n"
         f"bank: {output}   rejects: {stats['rejects_file']}"

@@ -77,6 +77,7 @@ def run_templatize(
     """
     out = prepare_output_dir(output, overwrite=overwrite)
     rejects_path = beside(out, ".rejects.jsonl")
+    owns_llm = llm is None
     if llm is None:
         from fineinstructions.models.factory import make_llm
 
@@ -144,7 +145,8 @@ def run_templatize(
                 extra=f"{sum(histogram.values())} templates, {sum(failed.values())} rejected",
             )
     progress.close()
-    llm.close()
+    if owns_llm:
+        llm.close()
 
     filter_stats = query_filter.stats
     out_count = sum(histogram.values())
@@ -156,7 +158,11 @@ def run_templatize(
             "out": out_count,
             "skipped": dict(skipped),
             "failed": dict(sorted(failed.items(), key=lambda kv: -kv[1])),
-            "valid_rate": round(out_count / templatize_in, 4) if templatize_in else None,
+            # Valid: passed every check (a duplicate of an earlier template is valid too).
+            "valid": out_count + skipped["duplicate_template"],
+            "valid_rate": round((out_count + skipped["duplicate_template"]) / templatize_in, 4)
+            if templatize_in
+            else None,
             "model": templatizer.model,
             "mode": templatizer.mode,
             "prompt_version": templatizer.prompt_version,
