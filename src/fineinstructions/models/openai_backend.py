@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import threading
 from typing import Any, Literal, Sequence
 
 from fineinstructions.errors import UserError
+from fineinstructions.models.http_util import backoff_delay, error_details, retry_after
 from fineinstructions.models.llm import (
     BACKEND_ERROR,
     CONTEXT_OVERFLOW,
@@ -176,7 +176,7 @@ class OpenAICompatibleLLM:
         url = f"{self.base_url}/chat/completions"
         last = ""
         for attempt in range(self.max_retries + 1):
-            retry_after: float | None = None
+            asked: float | None = None
             try:
                 response = await client.post(url, json=body)
             except (httpx.TransportError, httpx.TimeoutException) as error:
@@ -184,23 +184,20 @@ class OpenAICompatibleLLM:
             else:
                 if response.status_code == 200:
                     return self._completion(request, response.json())
-                message, code = _error_details(response)
+                message, code = error_details(response)
                 last = f"HTTP {response.status_code}: {message}"
                 if response.status_code not in _RETRY_STATUS:
                     overflow = _is_context_overflow(response.status_code, message, code)
                     return failed(CONTEXT_OVERFLOW if overflow else BACKEND_ERROR, last)
-                retry_after = _retry_after(response)
+                asked = retry_after(response)
             if attempt == self.max_retries:
                 break
             self.retries += 1
-            await asyncio.sleep(self._delay(attempt, retry_after))
+            await asyncio.sleep(self._delay(attempt, asked))
         return failed(BACKEND_ERROR, f"{last} (gave up after {self.max_retries + 1} attempts)")
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.backoff_max)
-        ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)  # jitter: clients do not retry in step
+    def _delay(self, attempt: int, asked: float | None) -> float:
+        return backoff_delay(attempt, asked, base=self.backoff_base, ceiling=self.backoff_max)
 
     def _completion(self, request: Request, data: dict[str, Any]) -> Completion:
         try:
@@ -229,19 +226,6 @@ class OpenAICompatibleLLM:
         pass
 
 
-def _error_details(response) -> tuple[str, str | None]:
-    """The error message of a non-200 answer and its machine-readable code, if any."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:300], None
-    error = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(error, dict):
-        code = error.get("code")
-        return str(error.get("message") or error)[:300], code if isinstance(code, str) else None
-    return str(error)[:300], None
-
-
 def _is_context_overflow(status: int, message: str, code: str | None) -> bool:
     """Servers say this in different words: OpenAI with a code, vLLM and llama.cpp in
     the message. Only a 400 can mean it."""
@@ -251,13 +235,3 @@ def _is_context_overflow(status: int, message: str, code: str | None) -> bool:
         return True
     message = message.lower()
     return "context length" in message or "context window" in message
-
-
-def _retry_after(response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

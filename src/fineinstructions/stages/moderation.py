@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from fineinstructions.config import QueriesConfig
 from fineinstructions.errors import ConfigError, UserError
+from fineinstructions.models.http_util import backoff_delay, error_details, retry_after
 
 _MACRO = re.compile(r"\{([a-z_]+)\}")
 _WHITESPACE = re.compile(r"\s+")
@@ -167,7 +168,7 @@ class OpenAIModerationChecker:
 
         last = ""
         for attempt in range(self.max_retries + 1):
-            retry_after: float | None = None
+            asked: float | None = None
             try:
                 response = client.post(self.url, json={"model": self.model, "input": batch})
             except httpx.TransportError as error:  # includes timeouts
@@ -175,27 +176,25 @@ class OpenAIModerationChecker:
             else:
                 if response.status_code == 200:
                     return self._results(response, len(batch))
-                last = f"HTTP {response.status_code}: {_error_message(response)}"
+                last = f"HTTP {response.status_code}: {error_details(response)[0]}"
                 if response.status_code not in _RETRY_STATUS:
                     raise UserError(
                         f"moderation request to {self.url} failed: {last}\n"
                         f"  fix: check queries.moderation_base_url, queries.moderation_model"
                         f" and the key in ${self.api_key_env}, or set queries.moderation=offline"
                     )
-                retry_after = _retry_after(response)
+                asked = retry_after(response)
             if attempt == self.max_retries:
                 break
             self.retries += 1
-            self._sleep(self._delay(attempt, retry_after))
+            self._sleep(self._delay(attempt, asked))
         raise UserError(
             f"moderation request to {self.url} failed after {self.max_retries + 1} attempts: {last}\n"
             "  fix: check that the server is up, or set queries.moderation=offline"
         )
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.backoff_max)
-        return min(self.backoff_max, self.backoff_base * 2**attempt)
+    def _delay(self, attempt: int, asked: float | None) -> float:
+        return backoff_delay(attempt, asked, base=self.backoff_base, ceiling=self.backoff_max, jitter=False)
 
     def _results(self, response, expected: int) -> list[dict[str, Any]]:
         try:
@@ -219,24 +218,6 @@ def _verdict(result: dict[str, Any]) -> str | None:
         return FLAGGED
     scores = result.get("category_scores") or {}
     return max(flagged, key=lambda name: float(scores.get(name) or 0.0))  # ties: first listed
-
-
-def _error_message(response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:300]
-    error = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(error, dict):
-        return str(error.get("message") or error)[:300]
-    return str(error)[:300]
-
-
-def _retry_after(response) -> float | None:
-    try:
-        return max(0.0, float(response.headers["retry-after"]))
-    except (KeyError, ValueError):
-        return None
 
 
 _CHECKERS: dict[str, Callable[[QueriesConfig], HarmChecker]] = {
