@@ -27,7 +27,8 @@ QUERIES = DATA / "queries.jsonl"
 KNOWN_REASONS = {
     "unclosed_tag", "stray_tag", "nested_tag", "empty_tag", "no_variables", "copy_of_query",
     "leftover_number", "leftover_quote", "leftover_name", "empty_description",
-    "description_repeats_template", "invalid_output", "truncated", "context_overflow", "backend_error",
+    "description_repeats_template", "description_copies_example", "invalid_output", "truncated",
+    "context_overflow", "backend_error",
 }
 
 

@@ -45,6 +45,14 @@ REJECTIONS = [
     ("where is Paris in France", answer("where is Paris in <fi>a country</fi>"), "leftover_name"),
     ("where is Paris", answer("where is <fi>a city</fi>", "  "), "empty_description"),
     ("where is Paris", answer("where is <fi>a city</fi>", "where is a city"), "description_repeats_template"),
+    (
+        "where is Paris",
+        answer(
+            "where is <fi>a city</fi>",
+            "A music article or encyclopedia page about a song that names its writers.",  # example 6's opening
+        ),
+        "description_copies_example",
+    ),
     ("where is Paris", "I think the template is: where is <fi>a city</fi>", "invalid_output"),
     (
         "where is Paris",

@@ -120,6 +120,9 @@ class Templatizer:
             return
         loaded = prompt if isinstance(prompt, Prompt) else load_prompt(prompt)
         self.prompt = loaded.require("query", "template", "compatible_document_description")
+        self._example_openings = {
+            _opening(example["compatible_document_description"]) for example in self.prompt.examples
+        }
         self.prompt_version = self.prompt.version
         if constraint == "auto":
             if _takes_gbnf(llm):
@@ -129,6 +132,11 @@ class Templatizer:
             else:
                 constraint = "none"
         self.constraint = constraint
+
+    def _copies_example(self, description: str) -> bool:
+        if self.prompt is None:
+            return False
+        return _opening(description) in self._example_openings
 
     @property
     def model(self) -> str:
@@ -202,6 +210,11 @@ class Templatizer:
         template = str(fields.get("template") or "").strip()
         description = str(fields.get("compatible_document_description") or "").strip()
         problems = template_problems(template, description, query.text)
+        if not problems and self._copies_example(description):
+            return reject(
+                "description_copies_example",
+                "the description repeats a worked example of the prompt, not this query's documents",
+            )
         if problems:
             first = problems[0]
             detail = "; ".join(p.detail for p in problems)
@@ -218,6 +231,14 @@ class Templatizer:
             model=self.model,
             prompt_version=self.prompt_version,
         )
+
+
+# A description opening with the same words as a worked example's was copied from it.
+EXAMPLE_PREFIX_WORDS = 8
+
+
+def _opening(text: str) -> tuple[str, ...]:
+    return tuple(re.findall(r"\w+", text.casefold())[:EXAMPLE_PREFIX_WORDS])
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
