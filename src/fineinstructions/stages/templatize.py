@@ -277,8 +277,3 @@ def _find_template_object(value: Any) -> dict[str, Any] | None:
                 return found
     return None
 
-
-def complexity_histogram(templates: Sequence[TemplateRow]) -> dict[int, int]:
-    """Number of templates per complexity (number of distinct variables), ascending."""
-    counts = Counter(t.complexity for t in templates)
-    return dict(sorted(counts.items()))
