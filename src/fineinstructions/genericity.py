@@ -57,10 +57,6 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
-def _literal_words(literal: str) -> set[str]:
-    return set(_words(literal))
-
-
 def specifics(query: str) -> dict[str, set[str]]:
     """The query's numbers, quoted strings and capitalised names (each kind a set)."""
     quotes = {m.group(1).strip() for pattern in _QUOTED for m in pattern.finditer(query)}
@@ -100,7 +96,7 @@ def template_problems(template: str, description: str, query: str) -> list[Rejec
     problems: list[Rejection] = []
 
     query_words = _words(query)
-    if query_words and set(query_words) <= _literal_words(literal):
+    if query_words and set(query_words) <= set(_words(literal)):
         problems.append(
             Rejection("copy_of_query", "every word of the query is still outside the tags")
         )

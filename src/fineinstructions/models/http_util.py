@@ -3,7 +3,15 @@ it asks us to wait, and how long to back off before the next try."""
 
 from __future__ import annotations
 
+import os
 import random
+
+
+def bearer_headers(api_key_env: str | None) -> dict[str, str]:
+    """``Authorization: Bearer …`` from the environment variable ``api_key_env`` when it
+    is set (read at each call, never stored); empty otherwise."""
+    key = os.environ.get(api_key_env) if api_key_env else None
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def error_details(response) -> tuple[str, str | None]:

@@ -141,10 +141,7 @@ class ConstrainedDecoder:
         lib = self._lib
         if temperature <= 0:
             token = int(np.argmax(logits))
-            self._one[0] = (token, logits[token], 0.0)
-            array = self._array(self._one)
-            lib.llama_sampler_apply(sampler, ctypes.byref(array))
-            if np.isfinite(self._one["logit"][0]):
+            if self._allowed(sampler, token):
                 return token
         self.full_checks += 1
         self._full["logit"] = logits

@@ -21,12 +21,16 @@ Structured output is sent in the form the server understands (``dialect``):
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import Any, Literal, Sequence
 
 from fineinstructions.errors import UserError
-from fineinstructions.models.http_util import backoff_delay, error_details, retry_after
+from fineinstructions.models.http_util import (
+    backoff_delay,
+    bearer_headers,
+    error_details,
+    retry_after,
+)
 from fineinstructions.models.llm import (
     BACKEND_ERROR,
     CONTEXT_OVERFLOW,
@@ -75,11 +79,7 @@ class OpenAICompatibleLLM:
         return f"openai:{self.model}"
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        return {"Content-Type": "application/json", **bearer_headers(self.api_key_env)}
 
     def load(self) -> None:
         """Check the server answers, so a wrong URL fails at once with what to start."""

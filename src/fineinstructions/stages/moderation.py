@@ -8,7 +8,6 @@ otherwise the name of the harm category it falls in.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from importlib import resources
@@ -17,7 +16,12 @@ from typing import Any, Callable, Protocol, Sequence
 
 from fineinstructions.config import QueriesConfig
 from fineinstructions.errors import ConfigError, UserError
-from fineinstructions.models.http_util import backoff_delay, error_details, retry_after
+from fineinstructions.models.http_util import (
+    backoff_delay,
+    bearer_headers,
+    error_details,
+    retry_after,
+)
 
 _MACRO = re.compile(r"\{([a-z_]+)\}")
 _WHITESPACE = re.compile(r"\s+")
@@ -146,17 +150,13 @@ class OpenAIModerationChecker:
     def url(self) -> str:
         return f"{self.base_url}/moderations"
 
-    def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
     def check(self, texts: Sequence[str]) -> list[str | None]:
         import httpx
 
         verdicts: list[str | None] = []
         if not texts:
             return verdicts
-        with httpx.Client(headers=self._headers(), timeout=self.timeout) as client:
+        with httpx.Client(headers=bearer_headers(self.api_key_env), timeout=self.timeout) as client:
             for start in range(0, len(texts), self.batch_size):
                 batch = list(texts[start : start + self.batch_size])
                 results = self._post(client, batch)
