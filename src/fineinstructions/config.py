@@ -122,7 +122,36 @@ class EmbedConfig(Section):
     num_chunks: int = Field(5, ge=0, description="K, the number of Gaussian-pooled local vectors per document.")
     sigma: float = Field(0.05, gt=0, description="Kernel width as a fraction of the document's length.")
     alpha: float = Field(1.0, ge=0, le=1, description="Blend of local (1.0) and global (0.0) vectors.")
-    batch_size: int = Field(32, ge=1, description="Documents per embedding batch.")
+    batch_size: int = Field(32, ge=1, description="Windows of text run through the model at once.")
+    window_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive windows of a long document.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="Embed at most this many tokens of a document (None: the whole document)."
+    )
+    device: str | None = Field(None, description="Torch device ('cpu', 'cuda', ...); None picks a GPU when there is one.")
+
+
+class IndexConfig(Section):
+    """The FAISS index of template descriptions (DESIGN §2.3)."""
+
+    kind: Literal["auto", "flat", "ivf", "ivfsq", "ivfpq", "hnsw"] = Field(
+        "auto",
+        description="'flat' (exact), 'ivf', 'ivfsq' (8-bit), 'ivfpq' (product-quantised) or 'hnsw'; 'auto' picks flat up to flat_limit templates, ivfsq up to ivfpq_above, ivfpq beyond.",
+    )
+    flat_limit: int = Field(100_000, ge=1, description="auto: largest bank indexed exactly.")
+    ivfpq_above: int = Field(
+        10_000_000, ge=1, description="auto: banks larger than this are compressed with product quantisation."
+    )
+    nlist: int | None = Field(None, ge=1, description="IVF cells (None: about 4·sqrt(templates)).")
+    nprobe: int = Field(64, ge=1, description="IVF cells visited per search.")
+    pq_bytes: int | None = Field(
+        None, ge=1, description="IVF-PQ: bytes per compressed vector (None: dimension / 4, rounded to a divisor)."
+    )
+    hnsw_m: int = Field(32, ge=4, description="HNSW: links per vector.")
+    hnsw_ef_search: int = Field(128, ge=1, description="HNSW: candidate list size at search time.")
+    train_size: int = Field(
+        100_000, ge=1_000, description="Templates sampled (by id hash) to train IVF/PQ quantisers."
+    )
+    batch_size: int = Field(4096, ge=1, description="Templates embedded and added to the index at once.")
 
 
 class MatchConfig(Section):
@@ -131,10 +160,15 @@ class MatchConfig(Section):
     threshold: float | None = Field(
         None, ge=-1, le=1, description="Minimum cosine; None takes the embedder's calibrated value."
     )
+    candidates: int = Field(
+        64, ge=1, description="Nearest templates fetched per document vector before the threshold is applied."
+    )
     complexity_distribution: str = Field(
-        "bank", description="Target complexity distribution: 'bank' (the template bank's own) or a file."
+        "bank",
+        description="Target complexity distribution of chosen templates: 'bank' (the bank's own), 'uniform', or a JSON file {complexity: weight}.",
     )
     seed: int = Field(0, description="Seed of the weighted template sampling.")
+    batch_size: int = Field(64, ge=1, description="Documents embedded and searched together.")
 
 
 class InstantiateConfig(Section):
@@ -171,6 +205,7 @@ class Config(Section):
     queries: QueriesConfig = QueriesConfig()
     templatize: TemplatizeConfig = TemplatizeConfig()
     embed: EmbedConfig = EmbedConfig()
+    index: IndexConfig = IndexConfig()
     match: MatchConfig = MatchConfig()
     instantiate: InstantiateConfig = InstantiateConfig()
     judge: JudgeConfig = JudgeConfig()

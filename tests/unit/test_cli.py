@@ -17,7 +17,7 @@ from fineinstructions.io import ShardWriter, read_rows
 from fineinstructions.records import PairRow, QueryRow
 
 PIPELINE = ["templatize", "index", "match", "instantiate", "judge", "pack", "run", "demo", "report"]
-PENDING = ["index", "match", "instantiate", "judge", "run", "report"]
+PENDING = ["instantiate", "judge", "run", "report"]
 HEAVY = ["torch", "llama_cpp", "vllm", "transformers", "pyarrow"]
 
 
@@ -114,7 +114,7 @@ def test_pending_commands_say_so_plainly(name):
     assert result.exit_code == 2
     assert result.stdout == ""
     assert f"`fineinstructions {name}` is not available in fineinstructions 0.1.0 yet" in result.stderr
-    assert "Available now: templatize, pack, demo, config." in result.stderr
+    assert "Available now: templatize, index, match, pack, demo, config." in result.stderr
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)
 

