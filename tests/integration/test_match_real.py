@@ -141,17 +141,52 @@ def test_index_and_match_commands_on_real_documents(tmp_path, bank, documents):
     assert list(read_rows([again], MatchRow)) == rows
 
 
-def test_matching_with_another_embedder_is_refused(tmp_path, bank):
+def tiny_sentence_transformer(folder: Path) -> Path:
+    """A small randomly initialised BERT saved as a sentence-transformers folder, with the
+    embedded model's tokenizer: a second, different embedder available offline."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from fineinstructions.models.embedded import embedded_embedder_path
+
+    source = embedded_embedder_path()
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / name, folder / name)
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
+    return folder
+
+
+def test_any_sentence_transformers_folder_works_and_another_embedder_is_refused(tmp_path, bank, documents):
     from fineinstructions.config import load_config
     from fineinstructions.errors import UserError
     from fineinstructions.execution.index import run_index
     from fineinstructions.execution.match import run_match
 
-    index_dir = tmp_path / "index"
-    run_index([bank], index_dir, load_config(), show_progress=False, log=lambda m: None)
-    meta = json.loads((index_dir / "index.json").read_text())
-    meta["embedder"]["probe"] = [-x for x in meta["embedder"]["probe"]]  # as if another model built it
-    meta["embedder"]["name"] = "BAAI/bge-m3"
-    (index_dir / "index.json").write_text(json.dumps(meta))
-    with pytest.raises(UserError, match="embed.model=BAAI/bge-m3"):
-        run_match([DOCUMENTS], index_dir, tmp_path / "m", load_config(), limit=1, show_progress=False, log=lambda m: None)
+    folder = tiny_sentence_transformer(tmp_path / "tiny")
+    tiny = SentenceTransformerEmbedder(str(folder))
+    assert tiny.dimension == 32 and tiny.max_seq_length == 64 and tiny.identity.model == str(folder)
+    # Its 64-token window makes every real document a long one.
+    item = tiny.token_embeddings([documents[0].text])[0]
+    assert item.vectors.shape == (tiny.count_tokens([documents[0].text])[0] + 2, 32)
+
+    quiet = {"show_progress": False, "log": lambda message: None}
+    config = load_config(overrides=[f"embed.model={json.dumps(str(folder))}"])
+    run_index([bank], tmp_path / "index", config, **quiet)
+    stats = run_match([DOCUMENTS], tmp_path / "index", tmp_path / "m1", load_config(overrides=[f"embed.model={json.dumps(str(folder))}", "match.threshold=0.5"]), limit=3, **quiet)
+    assert stats["match"]["in"] == 3 and stats["match"]["embedder"] == str(folder)
+    # The embedded default cannot search an index the tiny model built.
+    with pytest.raises(UserError, match=r"embed\.model=") as error:
+        run_match([DOCUMENTS], tmp_path / "index", tmp_path / "m2", load_config(), limit=1, **quiet)
+    assert str(folder) in str(error.value)
+    # And an embedder with no calibrated threshold asks for one.
+    with pytest.raises(UserError, match="--threshold"):
+        run_match([DOCUMENTS], tmp_path / "index", tmp_path / "m3", config, limit=1, **quiet)
