@@ -16,6 +16,7 @@ over exact search, build seconds and bytes per template (the serialised index).
 
     .venv/bin/python benchmarks/bench_index.py                 # 100K and 1M, d = 384
     .venv/bin/python benchmarks/bench_index.py --sizes 100000 --dim 1024
+    .venv/bin/python benchmarks/bench_index.py --vectors my_embeddings.npy   # your own bank
 """
 
 from __future__ import annotations
@@ -83,16 +84,25 @@ def build(kind: str, bank: np.ndarray, train_size: int, extra: dict) -> tuple[ob
     return builder.index, time.perf_counter() - started
 
 
-def run(size: int, dim: int, queries_count: int, uniform: bool, train_size: int, spread: float, rank: int, hnsw: bool) -> None:
+def run(size: int, dim: int, queries_count: int, uniform: bool, train_size: int, spread: float, rank: int, kinds: list[str], vectors: str | None = None) -> None:
     rng = np.random.default_rng(0)
-    space = None
-    if not uniform:
-        centres = rng.standard_normal((max(size // 200, 10), dim), dtype=np.float32) / np.sqrt(dim, dtype=np.float32)
-        basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0].T.astype(np.float32)  # (rank, dim), orthonormal rows
-        space = (centres, basis)
-    bank = synthetic(size, dim, space, rng, spread)
-    queries = synthetic(queries_count, dim, space, rng, spread)
-    shape = "uniform" if uniform else f"{len(space[0]):,} clusters + {rank}-d variation"
+    if vectors:
+        # Your own embeddings (an .npy of shape (n, d)): queries are held-out rows.
+        data = np.load(vectors).astype(np.float32)
+        data /= np.linalg.norm(data, axis=1, keepdims=True)
+        order = rng.permutation(len(data))
+        queries, bank = data[order[:queries_count]], data[order[queries_count:]]
+        size, dim = bank.shape
+        shape = f"vectors from {vectors}"
+    else:
+        space = None
+        if not uniform:
+            centres = rng.standard_normal((max(size // 200, 10), dim), dtype=np.float32) / np.sqrt(dim, dtype=np.float32)
+            basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0].T.astype(np.float32)  # (rank, dim), orthonormal rows
+            space = (centres, basis)
+        bank = synthetic(size, dim, space, rng, spread)
+        queries = synthetic(queries_count, dim, space, rng, spread)
+        shape = "uniform" if uniform else f"{len(space[0]):,} clusters + {rank}-d variation"
     print(f"\n## {size:,} templates, d = {dim}, {shape}, {queries_count:,} queries")
     import faiss
 
@@ -104,12 +114,12 @@ def run(size: int, dim: int, queries_count: int, uniform: bool, train_size: int,
     print(f"{'flat (exact)':<34} {1.0:>8.3f} {exact_qps:>10,.0f} {1.0:>8.1f} {0:>8} {index_bytes(exact) / size:>10,.0f}")
     del exact
     configs = [
-        ("ivf", {}, "nprobe", [16, 32, 64, 128]),
-        ("ivfsq", {}, "nprobe", [16, 32, 64, 128]),
+        ("ivf", {}, "nprobe", [16, 32, 64, 128, 256]),
+        ("ivfsq", {}, "nprobe", [16, 32, 64, 128, 256]),
         ("ivfpq", {}, "nprobe", [16, 64]),
+        ("hnsw", {"hnsw_m": 32}, "efSearch", [64, 128, 256]),
     ]
-    if hnsw:
-        configs.append(("hnsw", {"hnsw_m": 32}, "efSearch", [64, 128, 256]))
+    configs = [c for c in configs if c[0] in kinds]
     for kind, extra, knob, values in configs:
         index, build_s = build(kind, bank, train_size, extra)
         per_template = index_bytes(index) / size
@@ -135,13 +145,17 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=1.0, help="variation around a centre (1.0: cosine to it about 0.7)")
     parser.add_argument("--rank", type=int, default=64, help="dimensions the variation around centres spans")
     parser.add_argument("--uniform", action="store_true")
-    parser.add_argument("--hnsw", action="store_true", help="also HNSW above 200K (slow to build on few cores)")
+    parser.add_argument("--kinds", nargs="+", default=["ivf", "ivfsq", "ivfpq", "hnsw"], help="index kinds to compare with exact search")
+    parser.add_argument("--vectors", help="an .npy of your own embeddings (n, d) instead of synthetic ones")
     args = parser.parse_args()
     import faiss
 
     print(f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+    if args.vectors:
+        run(0, 0, args.queries, False, args.train_size, 0, 0, args.kinds, args.vectors)
+        return
     for size in args.sizes:
-        run(size, args.dim, args.queries, args.uniform, args.train_size, args.spread, args.rank, args.hnsw or size <= 200_000)
+        run(size, args.dim, args.queries, args.uniform, args.train_size, args.spread, args.rank, args.kinds)
 
 
 if __name__ == "__main__":

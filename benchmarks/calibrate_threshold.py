@@ -109,7 +109,7 @@ def score(args) -> None:
     # Bands were sampled equally, but hold very different numbers of candidates: the
     # precision of everything above a threshold weighs each band by its population.
     bands = []
-    for low, high in zip(BANDS, BANDS[1:]):
+    for low, high in zip(BANDS, BANDS[1:], strict=False):
         band = [c for s, c in labelled if low <= s < high]
         population = int(((scores >= low) & (scores < high)).sum())
         precision = sum(band) / len(band) if band else 0.0

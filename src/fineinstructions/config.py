@@ -135,9 +135,10 @@ class IndexConfig(Section):
 
     kind: Literal["auto", "flat", "ivf", "ivfsq", "ivfpq", "hnsw"] = Field(
         "auto",
-        description="'flat' (exact), 'ivf', 'ivfsq' (8-bit), 'ivfpq' (product-quantised) or 'hnsw'; 'auto' picks flat up to flat_limit templates, ivfsq up to ivfpq_above, ivfpq beyond.",
+        description="'flat' (exact), 'ivf', 'ivfsq' (8-bit), 'ivfpq' (product-quantised) or 'hnsw'; 'auto' picks flat up to flat_limit templates, hnsw up to hnsw_limit, ivfsq up to ivfpq_above, ivfpq beyond.",
     )
     flat_limit: int = Field(100_000, ge=1, description="auto: largest bank indexed exactly.")
+    hnsw_limit: int = Field(2_000_000, ge=1, description="auto: largest bank given an HNSW graph (about 4·d + 270 bytes a template).")
     ivfpq_above: int = Field(
         10_000_000, ge=1, description="auto: banks larger than this are compressed with product quantisation."
     )
@@ -147,7 +148,7 @@ class IndexConfig(Section):
         None, ge=1, description="IVF-PQ: bytes per compressed vector (None: dimension / 4, rounded to a divisor)."
     )
     hnsw_m: int = Field(32, ge=4, description="HNSW: links per vector.")
-    hnsw_ef_search: int = Field(128, ge=1, description="HNSW: candidate list size at search time.")
+    hnsw_ef_search: int = Field(256, ge=1, description="HNSW: candidate list size at search time.")
     train_size: int = Field(
         100_000, ge=1_000, description="Templates sampled (by id hash) to train IVF/PQ quantisers."
     )

@@ -45,7 +45,8 @@ def test_auto_kind_follows_the_bank_size():
     config = IndexConfig()
     assert choose_kind(50_000, config) == "flat"
     assert choose_kind(100_000, config) == "flat"
-    assert choose_kind(100_001, config) == "ivfsq"
+    assert choose_kind(100_001, config) == "hnsw"
+    assert choose_kind(2_000_001, config) == "ivfsq"
     assert choose_kind(18_000_000, config) == "ivfpq"
     assert choose_kind(10, IndexConfig(kind="hnsw")) == "hnsw"
 
