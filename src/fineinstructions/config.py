@@ -143,7 +143,9 @@ class IndexConfig(Section):
         10_000_000, ge=1, description="auto: banks larger than this are compressed with product quantisation."
     )
     nlist: int | None = Field(None, ge=1, description="IVF cells (None: about 4·sqrt(templates)).")
-    nprobe: int = Field(64, ge=1, description="IVF cells visited per search.")
+    nprobe: int | None = Field(
+        None, ge=1, description="IVF cells visited per search (None: 64 when building; when matching, the index's own)."
+    )
     pq_bytes: int | None = Field(
         None, ge=1, description="IVF-PQ: bytes per compressed vector (None: dimension / 4, rounded to a divisor)."
     )

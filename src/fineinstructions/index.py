@@ -51,6 +51,7 @@ INDEX_FILE = "index.faiss"
 TEMPLATES_FILE = "templates.parquet"
 META_FILE = "index.json"
 KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "hnsw")
+DEFAULT_NPROBE = 64
 
 
 def _faiss():
@@ -88,7 +89,7 @@ def default_pq_bytes(dimension: int) -> int:
 class IndexSettings:
     kind: str
     nlist: int | None = None
-    nprobe: int = 64
+    nprobe: int = DEFAULT_NPROBE
     pq_bytes: int | None = None
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
@@ -105,7 +106,9 @@ def settings_for(count: int, dimension: int, train_count: int, config: Any) -> I
     """Concrete settings for a bank of ``count`` templates (``train_count`` of them
     sampled for training)."""
     kind = choose_kind(count, config)
-    settings = IndexSettings(kind=kind, nprobe=config.nprobe, hnsw_m=config.hnsw_m, hnsw_ef_search=config.hnsw_ef_search)
+    settings = IndexSettings(
+        kind=kind, nprobe=config.nprobe or DEFAULT_NPROBE, hnsw_m=config.hnsw_m, hnsw_ef_search=config.hnsw_ef_search
+    )
     if settings.needs_training:
         settings.nlist = config.nlist or default_nlist(count, train_count)
         if train_count < settings.nlist:

@@ -100,6 +100,7 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = TemplateIndex.load(tmp_path / "index", embedder=identity(), nprobe=4)
     assert len(loaded) == 200 and loaded.ids[7] == "t7" and loaded.complexity[7] == 2
     assert loaded.settings.kind == "ivf" and loaded.settings.nprobe == 4
+    assert TemplateIndex.load(tmp_path / "index").settings.nprobe == 2  # the build's own unless overridden
     queries = unit_vectors(5, seed=9)
     index_all = build("flat", bank)
     # nprobe = nlist visits every cell: the same answers as exact search.

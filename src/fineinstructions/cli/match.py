@@ -18,7 +18,7 @@ from fineinstructions.cli.options import build_config, config_options, input_opt
     help="Target complexity distribution of chosen templates: 'bank' (default), 'uniform', or a JSON file {complexity: weight}.",
 )
 @click.option("--seed", type=int, help="Seed of the template sampling (default 0).")
-@click.option("--nprobe", type=int, help="IVF cells searched per vector (default 64).")
+@click.option("--nprobe", type=int, help="IVF cells searched per vector (default: the value the index was built with, 64 unless set).")
 @click.option("--limit", type=int, help="Match only the first N documents read.")
 @click.option("--overwrite", is_flag=True, help="Replace what the output folder already holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
