@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from fineinstructions.index import IndexBuilder, index_bytes, settings_for
+from fineinstructions.index import IndexBuilder, settings_for
 from fineinstructions.models.embedder import EmbedderIdentity
 
 K = 6
@@ -58,6 +58,12 @@ def timed_search(index, queries: np.ndarray, batch: int = 256) -> tuple[np.ndarr
     for start in range(0, len(queries), batch):
         found.append(index.search(queries[start : start + batch], K)[1])
     return np.concatenate(found), time.perf_counter() - started
+
+
+def index_bytes(index) -> int:
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:

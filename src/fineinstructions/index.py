@@ -54,6 +54,20 @@ KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "hnsw")
 DEFAULT_NPROBE = 64
 
 
+def require_same_embedder(built_with: EmbedderIdentity, embedder: EmbedderIdentity, where: str = "") -> None:
+    """Refuse to search an index with vectors from another model."""
+    if built_with.same_model(embedder):
+        return
+    raise UserError(
+        f"the index{' ' + where if where else ''} was built with the embedder {built_with.name!r} "
+        f"({built_with.model}, {built_with.dimension}-d, fingerprint {built_with.fingerprint}), "
+        f"but this run embeds documents with {embedder.name!r} ({embedder.model}, "
+        f"{embedder.dimension}-d, fingerprint {embedder.fingerprint}); their vectors are not comparable.\n"
+        f"  fix: match with --set embed.model={built_with.name}, or rebuild the index with this embedder "
+        "(index and match must use the same embedder)"
+    )
+
+
 def _faiss():
     try:
         import faiss
@@ -178,7 +192,8 @@ class TemplateIndex:
         scores, positions = self.index.search(vectors, min(k, max(len(self), 1)))
         return scores, positions
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        """Write the index folder; returns what ``index.json`` holds."""
         import pyarrow as pa
 
         from fineinstructions.io.writers import atomic_write, write_json, write_table
@@ -196,11 +211,11 @@ class TemplateIndex:
             "templates": len(self),
             "embedder": self.identity.to_dict(),
             "settings": self.settings.to_dict(),
-            "bytes_per_template": round(index_bytes(self.index) / max(len(self), 1), 1),
+            "bytes_per_template": round((directory / INDEX_FILE).stat().st_size / max(len(self), 1), 1),
             **self.info,
         }
         write_json(meta, directory / META_FILE)  # written last: its presence marks a complete index
-        return directory
+        return meta
 
     @classmethod
     def load(cls, directory: str | Path, *, embedder: EmbedderIdentity | None = None, nprobe: int | None = None) -> "TemplateIndex":
@@ -217,14 +232,8 @@ class TemplateIndex:
             )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         identity = EmbedderIdentity.from_dict(meta["embedder"])
-        if embedder is not None and not identity.same_model(embedder):
-            raise UserError(
-                f"the index {directory} was built with the embedder {identity.name!r} "
-                f"({identity.model}, {identity.dimension}-d, fingerprint {identity.fingerprint}), "
-                f"but this run embeds documents with {embedder.name!r} ({embedder.model}, "
-                f"{embedder.dimension}-d, fingerprint {embedder.fingerprint}); their vectors are not comparable.\n"
-                f"  fix: match with --set embed.model={identity.name}, or rebuild the index with this embedder"
-            )
+        if embedder is not None:
+            require_same_embedder(identity, embedder, str(directory))
         settings = IndexSettings(**meta["settings"])
         if nprobe is not None:
             settings.nprobe = nprobe
@@ -240,11 +249,6 @@ class TemplateIndex:
             )
         info = {k: v for k, v in meta.items() if k not in ("format", "templates", "embedder", "settings")}
         return cls(index, ids, complexity, identity, settings, info)
-
-
-def index_bytes(index: Any) -> int:
-    """Size of the index as FAISS serialises it (its memory footprint, near enough)."""
-    return int(_faiss().serialize_index(index).nbytes)
 
 
 class IndexBuilder:

@@ -128,7 +128,7 @@ def run_index(
     progress.close()
     seconds = time.monotonic() - started
     index = builder.finish(sources=[str(p) for p in template_paths])
-    index.save(out)
+    meta = index.save(out)
     stats = {
         "index": {
             "in": count + empty,
@@ -139,7 +139,7 @@ def run_index(
             "settings": settings.to_dict(),
             "embedder": embedder.identity.model,
             "dimension": embedder.dimension,
-            "bytes_per_template": round((out / "index.faiss").stat().st_size / max(len(index), 1), 1),
+            "bytes_per_template": meta["bytes_per_template"],
             "seconds": round(seconds, 2),
             "embed_seconds": round(embed_seconds, 2),
             "templates_per_s": round(len(index) / embed_seconds, 1) if embed_seconds else None,

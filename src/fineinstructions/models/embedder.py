@@ -115,15 +115,14 @@ def windows(length: int, size: int, overlap: int) -> list[tuple[int, int]]:
 def window_owners(length: int, spans: Sequence[tuple[int, int]]) -> np.ndarray:
     """For each position, the index of the window in which it is farthest from an edge
     (ties go to the earlier window)."""
-    positions = np.arange(length)
     best = np.full(length, -1, dtype=np.int64)
     best_margin = np.full(length, -1, dtype=np.int64)
     for index, (start, end) in enumerate(spans):
-        inside = (positions >= start) & (positions < end)
+        positions = np.arange(start, end)
         margin = np.minimum(positions - start, end - 1 - positions)
-        better = inside & (margin > best_margin)
-        best[better] = index
-        best_margin[better] = margin[better]
+        better = margin > best_margin[start:end]
+        best[start:end][better] = index
+        best_margin[start:end][better] = margin[better]
     return best
 
 

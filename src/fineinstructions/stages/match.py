@@ -29,7 +29,7 @@ import numpy as np
 
 from fineinstructions.embed import gaussian_pool
 from fineinstructions.errors import UserError
-from fineinstructions.index import TemplateIndex
+from fineinstructions.index import TemplateIndex, require_same_embedder
 from fineinstructions.models.embedder import Embedder, normalize
 from fineinstructions.records import DocumentRow, MatchRow
 
@@ -125,11 +125,7 @@ class Matcher:
         target: Mapping[int, float] | None = None,
         seed: int = 0,
     ) -> None:
-        if not index.identity.same_model(embedder.identity):
-            raise UserError(
-                f"the index was built with {index.identity.model!r}, not the document embedder "
-                f"{embedder.identity.model!r}.\n  fix: use the same embedder for index and match"
-            )
+        require_same_embedder(index.identity, embedder.identity)
         self.embedder = embedder
         self.index = index
         self.threshold = calibrated_threshold(embedder.identity.model) if threshold is None else float(threshold)
