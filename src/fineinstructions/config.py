@@ -181,14 +181,29 @@ class InstantiateConfig(Section):
         "prompted", description="'prompted' for any instruct LLM; 'fineinstructions' for the released instantiator."
     )
     llm: LLMConfig = LLMConfig()
+    prompt: str = Field("instantiate-v1", description="prompted: a packaged prompt name or a prompt .toml file.")
+    constraint: Literal["auto", "document", "schema", "none"] = Field(
+        "auto",
+        description="How decoding is held to the format — 'document' (a per-document grammar: every excerpt marker is real text of the document, the instruction is the template filled in; GBNF backends), 'schema' (JSON: null or {instruction, answer}), 'none', or 'auto' (document on llama.cpp, schema on other constraining backends).",
+    )
     min_excerpt_ratio: float = Field(0.8, ge=0, le=1, description="Least share of the answer that must be excerpts.")
+    max_excerpts: int = Field(3, ge=1, description="document constraint: most excerpt markers in one answer.")
+    max_tokens: int = Field(320, ge=16, description="Tokens a model may write per pair (excerpt markers are compact).")
+    shard_size: int = Field(32, ge=1, description="Documents per resumable shard (one completion marker each).")
+    seed: int = Field(0, description="Seed sent with every request.")
 
 
 class JudgeConfig(Section):
     """1–5 Likert judgement of each pair (DESIGN §2.5)."""
 
     llm: LLMConfig = LLMConfig()
+    format: Literal["auto", "flow", "prompted"] = Field(
+        "auto", description="'flow' (the Flow-Judge format), 'prompted' (a versioned prompt, JSON score) or 'auto' (flow for models named *flow-judge*)."
+    )
+    prompt: str | None = Field(None, description="A packaged prompt name or .toml file (None: judge-v1, or judge-flow-v1 for the flow format).")
     min_score: int = Field(4, ge=1, le=5, description="Keep pairs scored at least this.")
+    max_tokens: int | None = Field(None, ge=1, description="Tokens a judge may write (None: 16 for a JSON score, 600 for flow feedback).")
+    batch_size: int = Field(64, ge=1, description="Pairs sent to the model together.")
 
 
 class PackConfig(Section):

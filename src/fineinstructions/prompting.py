@@ -30,6 +30,14 @@ class Prompt:
     system: str
     examples: tuple[dict[str, str], ...]
     source: str
+    fields: tuple[tuple[str, str], ...] = ()  # other top-level strings (e.g. a user-turn layout)
+
+    def field(self, name: str) -> str:
+        """A top-level string of the prompt file other than version and system."""
+        for key, value in self.fields:
+            if key == name:
+                return value
+        raise ConfigError(f"{self.source}: needs a string {name!r}")
 
     def require(self, *fields: str) -> "Prompt":
         """Check every example has ``fields``; returns the prompt for chaining."""
@@ -65,9 +73,10 @@ def load_prompt(name_or_path: str | Path) -> Prompt:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: cannot parse: {error}") from None
-    for key in ("version", "system"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            raise ConfigError(f"{source}: needs a non-empty string {key!r}")
+    if not isinstance(data.get("version"), str) or not data["version"].strip():
+        raise ConfigError(f"{source}: needs a non-empty string 'version'")
+    if not isinstance(data.get("system"), str):
+        raise ConfigError(f"{source}: needs a string 'system' (it may be empty)")
     examples = data.get("examples", [])
     if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
         raise ConfigError(f"{source}: 'examples' must be an array of tables ([[examples]])")
@@ -76,4 +85,7 @@ def load_prompt(name_or_path: str | Path) -> Prompt:
         system=data["system"].strip(),
         examples=tuple({k: str(v) for k, v in e.items()} for e in examples),
         source=source,
+        fields=tuple(
+            (k, v.strip("\n")) for k, v in data.items() if isinstance(v, str) and k not in ("version", "system")
+        ),
     )

@@ -126,6 +126,9 @@ class PairRow:
     ``excerpt_spans`` the document character offsets of each excerpt. ``text`` is the
     formatted training string and ``token_count`` its length in tokens; both are set
     once the pair is formatted. Model and prompt-version fields record what made it.
+    ``document_chars`` is set when the document was too long for the model's context
+    and was cut: the model saw (and the excerpts quote) only its first that many
+    characters.
     """
 
     id: str
@@ -143,6 +146,7 @@ class PairRow:
     instantiate_prompt_version: str | None = None
     judge_model: str | None = None
     judge_prompt_version: str | None = None
+    document_chars: int | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -161,6 +165,7 @@ class PairRow:
             ("instantiate_prompt_version", pa.string()),
             ("judge_model", pa.string()),
             ("judge_prompt_version", pa.string()),
+            ("document_chars", pa.int64()),
         ]
     )
 

@@ -11,7 +11,7 @@ from fineinstructions.cli.demo import demo
 from fineinstructions.cli.index import index
 from fineinstructions.cli.match import match
 from fineinstructions.cli.pack import pack
-from fineinstructions.cli.pending import PENDING_COMMANDS
+from fineinstructions.cli.pipeline import instantiate, judge, report, run
 from fineinstructions.cli.templatize import templatize
 from fineinstructions.errors import UserError
 
@@ -41,17 +41,5 @@ def main() -> None:
     """
 
 
-_pending = PENDING_COMMANDS
-for _command in (
-    templatize,
-    index,
-    match,
-    _pending["instantiate"],
-    _pending["judge"],
-    pack,
-    _pending["run"],
-    demo,
-    _pending["report"],
-    config_command,
-):
+for _command in (templatize, index, match, instantiate, judge, pack, run, demo, report, config_command):
     main.add_command(_command)

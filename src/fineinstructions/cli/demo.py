@@ -1,22 +1,35 @@
-"""``fineinstructions demo``: run on the bundled examples with the embedded default."""
+"""``fineinstructions demo``: the whole pipeline on the bundled examples, offline."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
 from fineinstructions.cli.options import build_config, config_options
 
 
-@click.command("demo", short_help="Run on the bundled examples, offline.")
+@click.command("demo", short_help="Run the whole pipeline on the bundled examples, offline.")
 @click.option(
     "-o", "--output", default="demo-output", show_default=True, type=click.Path(file_okay=False),
-    help="Folder to write the demo's dataset, stats and rejects to.",
+    help="Folder for every stage's output, stats.json and report.html.",
 )
+@click.option("--overwrite", is_flag=True, help="Start again instead of reusing what the folder holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @config_options
-def demo(output, quiet, **options) -> None:
-    """Run the available stages on the bundled examples, offline, on the CPU."""
-    from fineinstructions.demo import run_demo
+def demo(output, overwrite, quiet, **options) -> None:
+    """Run every stage (templatize, index, match, instantiate, judge, pack) on the
+    bundled example queries and documents with the embedded models, offline, on the CPU
+    (a few minutes on two cores), and print where the report is."""
+    from fineinstructions.cli.pipeline import print_funnel
+    from fineinstructions.demo import examples_dir, run_demo
 
     config = build_config(options)
-    run_demo(output, config, log=(lambda message: None) if quiet else (lambda m: click.echo(m, err=True)))
+    log = (lambda message: None) if quiet else (lambda m: click.echo(m, err=True))
+    log(f"demo: the pipeline on {examples_dir()} (queries.jsonl, documents.jsonl) into {output}")
+    stats = run_demo(output, config, overwrite=overwrite, show_progress=not quiet and sys.stderr.isatty(), log=log)
+    print_funnel(stats, output, log)
+    if not quiet:
+        from pathlib import Path
+
+        click.echo(f"report: {Path(output) / 'report.html'}")

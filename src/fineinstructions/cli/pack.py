@@ -33,14 +33,9 @@ def pack(pairs, documents, output, tokenizer, seed, overwrite, quiet, **options)
     Each document adds its token count to the budget; its pairs are drawn in a seeded
     random order and kept while the kept tokens stay within the running budget. The
     dataset's rows carry the formatted training text ("Instruction: …\\n\\nAnswer: …")
-    and its token count.
+    and its token count; a dataset card (README.md) is written beside them.
     """
-    from fineinstructions.errors import UserError
-    from fineinstructions.io import ReadStats, ShardWriter, read_documents, read_rows, write_json
-    from fineinstructions.io.writers import prepare_output_dir
-    from fineinstructions.records import PairRow
-    from fineinstructions.stages.pack import pack_stage
-    from fineinstructions.tokens import load_token_counter
+    from fineinstructions.execution.pack import run_pack
 
     config = build_config(
         options,
@@ -49,33 +44,7 @@ def pack(pairs, documents, output, tokenizer, seed, overwrite, quiet, **options)
             "pack.seed": seed,
         },
     )
-    out = prepare_output_dir(output, overwrite=overwrite)
-    read_stats = ReadStats()
-    document_rows = list(
-        read_documents(
-            documents,
-            fields=config.input.field_mapping(),
-            stats=read_stats,
-            on_error=config.input.on_error,
-        )
+    run_pack(
+        pairs, documents, output, config, overwrite=overwrite,
+        log=(lambda message: None) if quiet else (lambda message: click.echo(f"{message}\ndataset: {output}", err=True)),
     )
-    pair_rows = list(read_rows(pairs, PairRow))
-    counter = load_token_counter(config.pack.tokenizer)
-    try:
-        result, stats = pack_stage(
-            document_rows, pair_rows, counter=counter, seed=config.pack.seed
-        )
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    with ShardWriter(
-        out, PairRow, format=config.output.format, rows_per_shard=config.output.rows_per_shard
-    ) as writer:
-        writer.write(result.kept)
-    write_json({"read_documents": read_stats.as_dict(), "pack": stats}, out / "stats.json")
-    if not quiet:
-        click.echo(
-            f"packed {stats['out']} of {stats['in']} pairs from {stats['documents']} documents "
-            f"({stats['kept_tokens']} of {stats['budget_tokens']} budget tokens, "
-            f"{counter.name} tokenizer) into {out}",
-            err=True,
-        )

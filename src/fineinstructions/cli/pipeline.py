@@ -1,0 +1,143 @@
+"""``instantiate``, ``judge``, ``run`` and ``report``: the model stages and the whole pipeline."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fineinstructions.cli.options import build_config, config_options, input_options, output_options
+
+
+def _log(quiet: bool):
+    return (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+
+
+def _reasons(step: dict) -> str:
+    found = {**step.get("skipped", {}), **step.get("failed", {})}
+    return ", ".join(f"{k} {v}" for k, v in found.items()) or "none"
+
+
+@click.command("instantiate", short_help="Templates + documents -> grounded pairs.")
+@click.argument("matches", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--templates", "templates", multiple=True, required=True, type=click.Path(exists=True), help="The template bank the index was built from (folder or files; repeatable).")
+@click.option("--documents", "documents", multiple=True, required=True, type=click.Path(exists=True), help="The documents that were matched (files or folders; repeatable).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the pairs.")
+@click.option("--mode", type=click.Choice(["prompted", "fineinstructions"]), help="Prompt mode (default: prompted).")
+@click.option("--constraint", type=click.Choice(["auto", "document", "schema", "none"]), help="How decoding is constrained (default: auto).")
+@click.option("--min-excerpt-ratio", type=float, help="Least share of an answer that must be quoted (default 0.8).")
+@click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@input_options
+@output_options
+@config_options
+def instantiate(matches, templates, documents, output, mode, constraint, min_excerpt_ratio, overwrite, quiet, **options) -> None:
+    """Write an instruction and a grounded answer for every match in MATCHES (the folder
+    `fineinstructions match` wrote).
+
+    The model fills the template's variables from the document and answers with
+    <excerpt>PREFIX<...>SUFFIX</excerpt> markers, expanded to the document's own text;
+    it may answer null when the template does not fit (a skip). Pairs with an unresolved
+    or ambiguous marker, a leftover <fi> tag, an empty side or too little quoted text
+    are rejected, each with its reason, into OUTPUT.rejects.jsonl. Running the command
+    again resumes an interrupted run.
+    """
+    from fineinstructions.execution.instantiate import run_instantiate
+
+    config = build_config(
+        options,
+        extra={"instantiate.mode": mode, "instantiate.constraint": constraint, "instantiate.min_excerpt_ratio": min_excerpt_ratio},
+    )
+    log = _log(quiet)
+    stats = run_instantiate(
+        matches, templates, documents, output, config, overwrite=overwrite,
+        show_progress=not quiet and sys.stderr.isatty(), log=log,
+    )
+    step = stats["instantiate"]
+    log(
+        f"instantiated {step['in']} matches of {step['documents']} documents: {step['out']} grounded pairs; "
+        f"skipped/failed: {_reasons(step)}\n"
+        f"excerpt markers: {step['markers']}, unresolved {step['unresolved_markers']}, ambiguous {step['ambiguous_markers']}; "
+        f"prompt tokens {step['prompt_tokens']} ({step['cached_prompt_tokens']} reused from the KV cache); "
+        f"{step['tokens_per_s']} tokens/s\npairs: {output}"
+    )
+
+
+@click.command("judge", short_help="Score pairs 1-5 and keep the good ones.")
+@click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the kept pairs.")
+@click.option("--min-score", type=int, help="Keep pairs scored at least this (default 4).")
+@click.option("--format", "judge_format", type=click.Choice(["auto", "flow", "prompted"]), help="Prompt format (default: auto, flow for Flow-Judge models).")
+@click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@output_options
+@config_options
+def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -> None:
+    """Score each pair in PAIRS from 1 (off-topic) to 5 (fully answers, nothing
+    extraneous) and keep those scoring at least --min-score. Unreadable judgements are
+    counted and their pairs dropped; every dropped pair is in OUTPUT.rejects.jsonl."""
+    from fineinstructions.execution.judge import run_judge
+
+    config = build_config(options, extra={"judge.min_score": min_score, "judge.format": judge_format})
+    log = _log(quiet)
+    stats = run_judge(pairs, output, config, overwrite=overwrite, show_progress=not quiet and sys.stderr.isatty(), log=log)
+    step = stats["judge"]
+    log(
+        f"judged {step['in']} pairs: kept {step['out']} (score >= {step['min_score']}); "
+        f"scores {step['score_histogram']}; dropped: {_reasons(step)}\njudged pairs: {output}"
+    )
+
+
+@click.command("run", short_help="Run every stage, resumably.")
+@click.option("--queries", "queries", multiple=True, required=True, type=click.Path(exists=True), help="Query files or folders (repeatable).")
+@click.option("--documents", "documents", multiple=True, required=True, type=click.Path(exists=True), help="Document files or folders (repeatable).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for every stage's output.")
+@click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@input_options
+@output_options
+@config_options
+def run(queries, documents, output, overwrite, no_report, quiet, **options) -> None:
+    """Run the whole pipeline: templatize the queries, index the templates, match the
+    documents, instantiate, judge and pack, each into its own subfolder of OUTPUT, with
+    stats.json and report.html at its root.
+
+    Running the same command again after an interruption (even kill -9) resumes it:
+    finished stages and shards are kept, and completed model calls come from the
+    request caches.
+    """
+    from fineinstructions.execution.pipeline import run_pipeline
+
+    config = build_config(options)
+    log = _log(quiet)
+    stats = run_pipeline(
+        queries, documents, output, config, overwrite=overwrite, report=not no_report,
+        show_progress=not quiet and sys.stderr.isatty(), log=log,
+    )
+    print_funnel(stats, output, log)
+
+
+def print_funnel(stats: dict, output: str, log) -> None:
+    funnel, stages = stats["funnel"], stats["stages"]
+    inst = stages["instantiate"]
+    log(
+        f"funnel: {funnel['documents']} documents -> {funnel['matches']} matches -> "
+        f"{funnel['instantiated']} instantiated -> {funnel['grounded']} grounded -> "
+        f"{funnel['judged_kept']} judged >= {stages['judge'].get('min_score')} -> {funnel['packed']} packed "
+        f"({funnel['pairs_per_document']} pairs per document)\n"
+        f"instantiate: {_reasons(inst)}; judge: {_reasons(stages['judge'])}\n"
+        f"dataset: {output}/dataset   stats: {output}/stats.json"
+    )
+
+
+@click.command("report", short_help="HTML report of a finished run.")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--samples", default=8, show_default=True, help="Sample pairs shown beside their documents.")
+def report(run_dir, samples) -> None:
+    """Write RUN_DIR/report.html: complexity, matches per document, excerpt ratios,
+    judge scores, template diversity, the funnel and sample pairs with their quoted
+    passages highlighted."""
+    from fineinstructions.report import write_report
+
+    click.echo(str(write_report(run_dir, samples=samples)))

@@ -1,0 +1,205 @@
+"""Run the instantiate stage: matches + templates + documents → grounded pairs, resumably.
+
+The matches are read whole (a few rows per document), the templates they name are
+looked up in the bank, and the documents stream from their files in order. Documents
+that have matches are cut into shards of ``instantiate.shard_size``; each shard's
+requests go to the model grouped by document (document first in the prompt, so a
+document's prefix is computed once) and the shard is committed with a completion marker
+(:mod:`.ledger`). Running the command again after a crash skips finished shards, and
+the request cache (``PAIRS_DIR.cache.sqlite``) answers the calls that had completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from fineinstructions.config import Config
+from fineinstructions.errors import UserError
+from fineinstructions.execution.ledger import ShardLedger, add_counts
+from fineinstructions.execution.progress import Progress
+from fineinstructions.execution.templatize import batched, beside
+from fineinstructions.io import ReadStats, read_documents, read_rows, write_json
+from fineinstructions.models.llm import LLM
+from fineinstructions.records import DocumentRow, MatchRow, PairRow, TemplateRow
+from fineinstructions.stages.instantiate import Instantiator
+
+COUNT_KEYS = (
+    "in", "out", "documents", "truncated_documents", "markers", "unresolved_markers",
+    "ambiguous_markers", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+    "seconds", "model_calls", "cache_hits",
+)
+
+
+def make_instantiator(config: Config, llm: LLM) -> Instantiator:
+    section = config.instantiate
+    return Instantiator(
+        llm,
+        mode=section.mode,
+        prompt=section.prompt,
+        constraint=section.constraint,
+        min_excerpt_ratio=section.min_excerpt_ratio,
+        max_tokens=section.max_tokens,
+        max_excerpts=section.max_excerpts,
+        context_window=section.llm.n_ctx,
+        seed=section.seed,
+    )
+
+
+def load_matches(matches: Sequence[str | Path]) -> dict[str, list[MatchRow]]:
+    by_document: dict[str, list[MatchRow]] = defaultdict(list)
+    from fineinstructions.execution.judge import data_files
+
+    for row in read_rows(data_files(matches), MatchRow):
+        by_document[row.document_id].append(row)
+    return by_document
+
+
+def load_templates(paths: Sequence[str | Path], wanted: set[str]) -> dict[str, TemplateRow]:
+    found = {row.id: row for row in read_rows(paths, TemplateRow) if row.id in wanted}
+    missing = wanted - set(found)
+    if missing:
+        raise UserError(
+            f"{len(missing)} matched template(s) are not in {', '.join(map(str, paths))}, "
+            f"e.g. {sorted(missing)[0]}.\n"
+            "  fix: pass with --templates the bank the index (and so the matches) was built from"
+        )
+    return found
+
+
+def matched_documents(
+    documents: Iterable[DocumentRow], matches: dict[str, list[MatchRow]], templates: dict[str, TemplateRow]
+) -> Iterator[tuple[DocumentRow, list[TemplateRow]]]:
+    """Each document that has matches, in input order, with its templates (in the order
+    the matcher chose them: global vector first)."""
+    for document in documents:
+        rows = matches.get(document.id)
+        if rows:
+            ordered = sorted(rows, key=lambda r: r.chunk)
+            yield document, [templates[r.template_id] for r in ordered]
+
+
+def run_instantiate(
+    match_paths: Sequence[str | Path],
+    template_paths: Sequence[str | Path],
+    document_paths: Sequence[str | Path],
+    output: str | Path,
+    config: Config,
+    *,
+    overwrite: bool = False,
+    llm: LLM | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Instantiate every match; returns the stats also written to ``output/stats.json``.
+
+    Resumes an unfinished run into the same folder; ``llm`` replaces the configured
+    backend (tests pass a scripted one).
+    """
+    section = config.instantiate
+    fingerprint = {
+        "stage": "instantiate",
+        "matches": [str(p) for p in match_paths],
+        "templates": [str(p) for p in template_paths],
+        "documents": [str(p) for p in document_paths],
+        "settings": section.model_dump(mode="json"),
+    }
+    ledger = ShardLedger(output, fingerprint, overwrite=overwrite)
+    out = ledger.directory
+    matches = load_matches(match_paths)
+    templates = load_templates(template_paths, {r.template_id for rows in matches.values() for r in rows})
+    owns_llm = llm is None
+    if llm is None:
+        from fineinstructions.models.factory import make_llm
+
+        llm = make_llm(section.llm, cache_path=beside(out, ".cache.sqlite"))
+    instantiator = make_instantiator(config, llm)
+    total_requests = sum(len(rows) for rows in matches.values())
+    log(
+        f"instantiate: {len(matches)} documents, {total_requests} matches; {instantiator.model}, "
+        f"{instantiator.mode} mode, prompt {instantiator.prompt_version}, constraint {instantiator.constraint}"
+    )
+    read_stats = ReadStats()
+    documents = read_documents(
+        document_paths, fields=config.input.field_mapping(), stats=read_stats, on_error=config.input.on_error
+    )
+    progress = Progress("instantiate", total=total_requests, unit="pairs", enabled=show_progress)
+    resumed = 0
+    for shard, batch in enumerate(batched(matched_documents(documents, matches, templates), section.shard_size)):
+        requests = sum(len(t) for _, t in batch)
+        if ledger.done(shard) is not None:
+            resumed += 1
+            progress.update(requests)
+            continue
+        hits, misses = getattr(llm, "hits", 0), getattr(llm, "misses", 0)
+        tick = time.monotonic()
+        result = instantiator(batch)
+        seconds = time.monotonic() - tick
+        counts = {
+            "in": result.requests,
+            "out": len(result.pairs),
+            "skipped": dict(result.skipped),
+            "failed": dict(result.failed),
+            "documents": result.documents,
+            "truncated_documents": result.truncated_documents,
+            "markers": result.markers,
+            "unresolved_markers": result.unresolved_markers,
+            "ambiguous_markers": result.ambiguous_markers,
+            "prompt_tokens": result.prompt_tokens,
+            "cached_prompt_tokens": result.cached_tokens,
+            "completion_tokens": result.completion_tokens,
+            "seconds": round(seconds, 3),
+            "model_calls": getattr(llm, "misses", requests) - misses,
+            "cache_hits": getattr(llm, "hits", 0) - hits,
+        }
+        ledger.commit(shard, result.pairs, PairRow, result.rejects, counts, format=config.output.format)
+        progress.update(requests, tokens=result.completion_tokens, extra=f"{len(result.pairs)} kept in the last shard")
+    progress.close()
+    if owns_llm:
+        llm.close()
+    if resumed:
+        log(f"instantiate: resumed; {resumed} finished shard(s) were kept as they were")
+    rejects_path = ledger.finish(beside(out, ".rejects.jsonl"))
+    totals = add_counts(ledger.finished(), COUNT_KEYS)
+    stats = {"read_documents": read_stats.as_dict(), "instantiate": _summary(totals, instantiator, rejects_path)}
+    write_json(stats, out / "stats.json")
+    return stats
+
+
+def _summary(totals: dict, instantiator: Instantiator, rejects_path: Path) -> dict:
+    seconds = totals["seconds"]
+    markers = totals["markers"]
+    return {
+        "in": totals["in"],
+        "out": totals["out"],
+        "skipped": totals["skipped"],
+        "failed": totals["failed"],
+        "documents": totals["documents"],
+        "truncated_documents": totals["truncated_documents"],
+        "model": instantiator.model,
+        "mode": instantiator.mode,
+        "prompt_version": instantiator.prompt_version,
+        "constraint": instantiator.constraint,
+        "min_excerpt_ratio": instantiator.min_excerpt_ratio,
+        "markers": markers,
+        "unresolved_markers": totals["unresolved_markers"],
+        "ambiguous_markers": totals["ambiguous_markers"],
+        "unresolved_marker_rate": round(totals["unresolved_markers"] / markers, 4) if markers else None,
+        "prompt_tokens": totals["prompt_tokens"],
+        "cached_prompt_tokens": totals["cached_prompt_tokens"],
+        "cached_prompt_fraction": round(totals["cached_prompt_tokens"] / totals["prompt_tokens"], 4)
+        if totals["prompt_tokens"]
+        else None,
+        "completion_tokens": totals["completion_tokens"],
+        "model_calls": totals["model_calls"],
+        "cache_hits": totals["cache_hits"],
+        "seconds": round(seconds, 2),
+        "pairs_per_s": round(totals["in"] / seconds, 3) if seconds else None,
+        "completion_tokens_per_s": round(totals["completion_tokens"] / seconds, 1) if seconds else None,
+        "tokens_per_s": round((totals["prompt_tokens"] - totals["cached_prompt_tokens"] + totals["completion_tokens"]) / seconds, 1)
+        if seconds
+        else None,
+        "rejects_file": str(rejects_path),
+    }

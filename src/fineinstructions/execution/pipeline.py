@@ -1,0 +1,190 @@
+"""``fineinstructions run``: every stage, each into its own subfolder, resumably.
+
+    OUT_DIR/
+      templates/  index/  matches/  pairs/  judged/  dataset/
+      stats.json  report.html  run.json
+
+A stage is finished when its folder's ``stats.json`` exists (each stage writes it
+last); a finished stage is skipped when the command runs again. The model stages
+(instantiate, judge) also resume inside a stage, shard by shard (:mod:`.ledger`), and
+every LLM call goes through a request cache beside its stage folder, so a run killed at
+any point and started again loses no finished work, duplicates no row and repeats no
+model call that had completed. ``run.json`` records the inputs and the configuration;
+running into the same folder with different ones is refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fineinstructions import __version__
+from fineinstructions.config import Config, config_as_toml
+from fineinstructions.errors import UserError
+from fineinstructions.io import write_json
+
+STAGES = ("templates", "index", "matches", "pairs", "judged", "dataset")
+
+
+def _finished(folder: Path) -> dict | None:
+    path = folder / "stats.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _prepare(out: Path, manifest: dict, overwrite: bool) -> None:
+    run_file = out / "run.json"
+    if overwrite and out.exists():
+        for name in STAGES:
+            shutil.rmtree(out / name, ignore_errors=True)
+        for path in out.glob("*"):
+            if path.is_file() and (path.name.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm", ".jsonl", ".tmp")) or path.name in ("stats.json", "report.html", "run.json")):
+                path.unlink()
+    elif run_file.exists():
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if {k: previous.get(k) for k in ("queries", "documents", "config_sha256")} != {
+            k: manifest[k] for k in ("queries", "documents", "config_sha256")
+        }:
+            raise UserError(
+                f"{out} holds a run with other inputs or another configuration (see {run_file}).\n"
+                "  fix: run with the same inputs and configuration to resume it, choose another "
+                "output folder, or pass --overwrite to start again"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(
+            f"{out} is not empty and holds no run.\n  fix: choose another output folder, or pass --overwrite"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(manifest, run_file)
+
+
+def run_pipeline(
+    query_paths: Sequence[str | Path],
+    document_paths: Sequence[str | Path],
+    output: str | Path,
+    config: Config,
+    *,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    report: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or resume) the whole pipeline into ``output``; returns the run's stats."""
+    from fineinstructions.execution.index import run_index
+    from fineinstructions.execution.instantiate import run_instantiate
+    from fineinstructions.execution.judge import run_judge
+    from fineinstructions.execution.match import run_match
+    from fineinstructions.execution.pack import run_pack
+    from fineinstructions.execution.templatize import beside, run_templatize
+
+    out = Path(output)
+    config_text = config_as_toml(config)
+    manifest = {
+        "fineinstructions": __version__,
+        "queries": [str(Path(p).resolve()) for p in query_paths],
+        "documents": [str(Path(p).resolve()) for p in document_paths],
+        "config_sha256": hashlib.sha256(config_text.encode("utf-8")).hexdigest(),
+        "config": config_text,
+    }
+    _prepare(out, manifest, overwrite)
+    folders = {name: out / name for name in STAGES}
+    started = time.monotonic()
+    stage_seconds: dict[str, float] = {}
+
+    def stage(name: str, work: Callable[[], dict]) -> dict:
+        done = _finished(folders[name])
+        if done is not None and name not in ("pairs", "judged"):
+            log(f"[{name}] finished in an earlier run; kept")
+            return done
+        log(f"[{name}] running")
+        tick = time.monotonic()
+        result = work()
+        stage_seconds[name] = round(time.monotonic() - tick, 2)
+        return result
+
+    options = dict(show_progress=show_progress, log=log)
+    templates = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, overwrite=True, **options))
+    if not templates["templatize"]["out"]:
+        raise UserError(
+            f"no valid template was made from {', '.join(map(str, query_paths))}; see "
+            f"{beside(folders['templates'], '.rejects.jsonl')} for why each query was rejected"
+        )
+    index = stage("index", lambda: run_index([folders["templates"]], folders["index"], config, overwrite=True, **options))
+    matches = stage(
+        "matches", lambda: run_match(document_paths, folders["index"], folders["matches"], config, overwrite=True, **options)
+    )
+    pairs = stage(
+        "pairs",
+        lambda: run_instantiate(
+            [folders["matches"]], [folders["templates"]], document_paths, folders["pairs"], config, **options
+        ),
+    )
+    judged = stage("judged", lambda: run_judge([folders["pairs"]], folders["judged"], config, **options))
+    dataset = stage(
+        "dataset",
+        lambda: run_pack([folders["judged"]], document_paths, folders["dataset"], config, overwrite=True, log=log),
+    )
+    stats = summarize(templates, index, matches, pairs, judged, dataset)
+    stats["seconds_this_run"] = round(time.monotonic() - started, 2)
+    stats["stage_seconds_this_run"] = stage_seconds
+    write_json(stats, out / "stats.json")
+    if report:
+        from fineinstructions.report import write_report
+
+        path = write_report(out)
+        log(f"report: {path}")
+    return stats
+
+
+def _step(stats: dict, *keys: str) -> dict:
+    step = {k: stats[k] for k in ("in", "out", "skipped", "failed") if k in stats}
+    step.update({k: stats[k] for k in keys if k in stats})
+    return step
+
+
+def summarize(templates: dict, index: dict, matches: dict, pairs: dict, judged: dict, dataset: dict) -> dict:
+    """The run's ``stats.json``: every stage's counts (``in = out + skipped + failed``),
+    throughput and tokens, and the funnel from matches to packed pairs."""
+    t, m, i, j, p = templates["templatize"], matches["match"], pairs["instantiate"], judged["judge"], dataset["pack"]
+    documents = m["in"]
+    grounded = i["out"]
+    return {
+        "stages": {
+            "filter_queries": templates["filter_queries"],
+            "templatize": _step(
+                t, "model", "prompt_version", "constraint", "seconds", "queries_per_s", "prompt_tokens",
+                "cached_prompt_tokens", "completion_tokens", "completion_tokens_per_s",
+            ),
+            "index": _step(index["index"], "kind", "embedder", "seconds", "templates_per_s"),
+            "match": _step(
+                m, "matches", "matches_per_document", "matches_per_document_histogram", "distinct_templates",
+                "threshold", "embedder", "seconds", "documents_per_s", "tokens_per_s",
+            ),
+            "instantiate": _step(
+                i, "documents", "truncated_documents", "model", "prompt_version", "constraint", "markers",
+                "unresolved_markers", "ambiguous_markers", "unresolved_marker_rate", "prompt_tokens",
+                "cached_prompt_tokens", "cached_prompt_fraction", "completion_tokens", "model_calls", "cache_hits",
+                "seconds", "pairs_per_s", "tokens_per_s", "completion_tokens_per_s",
+            ),
+            "judge": _step(
+                j, "score_histogram", "min_score", "model", "format", "prompt_version", "prompt_tokens",
+                "cached_prompt_tokens", "completion_tokens", "model_calls", "cache_hits", "seconds", "pairs_per_s",
+            ),
+            "pack": _step(p, "documents", "budget_tokens", "kept_tokens", "carry_over_tokens", "tokenizer", "seconds"),
+        },
+        "funnel": {
+            "documents": documents,
+            "matches": m["matches"],
+            "instantiated": i["in"] - sum(i["skipped"].values()) - sum(
+                v for k, v in i["failed"].items() if k in ("truncated", "invalid_output", "backend_error", "context_overflow")
+            ),
+            "grounded": grounded,
+            "judged_kept": j["out"],
+            "packed": p["out"],
+            "pairs_per_document": round(p["out"] / documents, 4) if documents else None,
+        },
+        "complexity_histogram": templates.get("complexity_histogram", {}),
+    }

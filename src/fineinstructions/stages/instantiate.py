@@ -1,0 +1,389 @@
+"""The instantiate stage: (template, document) → instruction + grounded answer (DESIGN §2.4).
+
+Two prompt modes share the stage:
+
+- ``prompted``: any instruct LLM, with a versioned prompt file. The user turn holds the
+  document first and the template after it, and the requests of one document are sent
+  one after another, so llama.cpp (previous-prompt KV reuse) and vLLM (prefix caching)
+  compute each document's prefix once for its up to 6 templates.
+- ``fineinstructions``: the released ``fineinstructions/template_instantiator``
+  contract — the user message is the JSON ``{"instruction_template", "document"}``.
+
+The model answers ``null`` (the template does not fit: a skip, never forced) or
+``{"instruction": …, "answer": …}`` with ``<excerpt>PREFIX<...>SUFFIX</excerpt>``
+markers. Where the backend takes GBNF grammars, decoding follows a per-document grammar
+(:mod:`.instantiate_grammar`) in which every marker is real text of the document.
+Each answer is then expanded and checked: a pair fails when a marker is unresolved or
+ambiguous, when an ``<fi>`` tag survives in the instruction, when the instruction or
+answer is empty, when the answer quotes one passage twice, or when less than
+``min_excerpt_ratio`` of the answer is excerpts.
+The stage does no file I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from fineinstructions.excerpt import SearchableDocument, expand_excerpts
+from fineinstructions.models.llm import LLM, Completion, Request
+from fineinstructions.prompting import Prompt, load_prompt
+from fineinstructions.records import DocumentRow, PairRow, RejectRow, TemplateRow
+from fineinstructions.stages.instantiate_grammar import document_grammar
+from fineinstructions.template import CLOSE_TAG, OPEN_TAG
+
+STAGE = "instantiate"
+DEFAULT_PROMPT = "instantiate-v1"
+FINEINSTRUCTIONS_VERSION = "fineinstructions-template_instantiator"
+
+# Failure reasons, in the order a pair is checked (a pair is counted under its first).
+FAILURE_ORDER = (
+    "unresolved_marker",
+    "ambiguous_marker",
+    "template_tag_in_instruction",
+    "empty_instruction",
+    "empty_answer",
+    "repeated_excerpt",
+    "low_excerpt_ratio",
+)
+SKIP_INCOMPATIBLE = "incompatible"
+
+Constraint = Literal["auto", "document", "schema", "none"]
+
+OUTPUT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "null"},
+        {
+            "type": "object",
+            "properties": {
+                "instruction": {"type": "string", "minLength": 1},
+                "answer": {"type": "string", "minLength": 1},
+            },
+            "required": ["instruction", "answer"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+def _takes_gbnf(llm: LLM) -> bool:
+    inner = getattr(llm, "backend", llm)  # see through the request cache
+    kind = getattr(inner, "kind", None)
+    return kind == "llama_cpp" or (kind == "openai" and getattr(inner, "dialect", None) == "llama_cpp")
+
+
+def _constrains(llm: LLM) -> bool:
+    inner = getattr(llm, "backend", llm)
+    return getattr(inner, "kind", None) in ("llama_cpp", "openai", "vllm")
+
+
+@dataclass
+class InstantiateResult:
+    """What one batch gave: grounded pairs, skips and failures (with raw outputs), counts."""
+
+    pairs: list[PairRow] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    requests: int = 0
+    documents: int = 0
+    truncated_documents: int = 0
+    markers: int = 0
+    unresolved_markers: int = 0
+    ambiguous_markers: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def merge(self, other: "InstantiateResult") -> None:
+        self.pairs += other.pairs
+        self.rejects += other.rejects
+        self.skipped.update(other.skipped)
+        self.failed.update(other.failed)
+        for name in (
+            "requests", "documents", "truncated_documents", "markers", "unresolved_markers",
+            "ambiguous_markers", "prompt_tokens", "completion_tokens", "cached_tokens",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class Instantiator:
+    """Instantiates templates on documents with one LLM.
+
+    ``constraint`` (``prompted`` mode) decides how decoding is held to the format:
+
+    - ``document``: the per-document grammar — markers can only quote the document and
+      the instruction is the template with its variables filled (GBNF backends);
+    - ``schema``: a JSON schema (``null`` or ``{"instruction", "answer"}``);
+    - ``none``: no constraint; the answer is parsed leniently;
+    - ``auto`` (default): ``document`` on llama.cpp, ``schema`` on other backends that
+      constrain decoding, ``none`` otherwise.
+
+    ``context_window`` (tokens) makes long documents be cut to fit, with room for the
+    rest of the prompt and ``max_tokens`` of answer; ``None`` sends documents whole.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        *,
+        mode: Literal["prompted", "fineinstructions"] = "prompted",
+        prompt: str | Prompt = DEFAULT_PROMPT,
+        constraint: Constraint = "auto",
+        min_excerpt_ratio: float = 0.8,
+        max_tokens: int = 320,
+        max_excerpts: int = 3,
+        context_window: int | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if mode not in ("prompted", "fineinstructions"):
+            raise ValueError(f"unknown instantiate mode {mode!r}; use 'prompted' or 'fineinstructions'")
+        if constraint not in ("auto", "document", "schema", "none"):
+            raise ValueError(f"unknown constraint {constraint!r}; use auto, document, schema or none")
+        self.llm = llm
+        self.mode = mode
+        self.min_excerpt_ratio = min_excerpt_ratio
+        self.max_tokens = max_tokens
+        self.max_excerpts = max_excerpts
+        self.context_window = context_window
+        self.temperature = temperature
+        self.seed = seed
+        if mode == "fineinstructions":
+            self.prompt: Prompt | None = None
+            self.prompt_version = FINEINSTRUCTIONS_VERSION
+            self.constraint = "none" if constraint == "auto" else constraint
+            return
+        loaded = prompt if isinstance(prompt, Prompt) else load_prompt(prompt)
+        for number, example in enumerate(loaded.examples, 1):
+            if not example.get("document") or not example.get("template"):
+                raise ValueError(f"{loaded.source}: example {number} needs a document and a template")
+            if not (example.get("instruction") and example.get("answer")) and example.get("reply") != "null":
+                raise ValueError(
+                    f"{loaded.source}: example {number} needs an instruction and an answer, or reply = \"null\""
+                )
+        self.prompt = loaded
+        self.prompt_version = loaded.version
+        if constraint == "auto":
+            constraint = "document" if _takes_gbnf(llm) else "schema" if _constrains(llm) else "none"
+        self.constraint = constraint
+
+    @property
+    def model(self) -> str:
+        return self.llm.identity
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _turns(self, document: str, template: str) -> list[tuple[str, str]]:
+        if self.prompt is None:
+            payload = {"instruction_template": template, "document": document}
+            return [("user", json.dumps(payload, ensure_ascii=False))]
+        turns: list[tuple[str, str]] = [("system", self.prompt.system)]
+        for example in self.prompt.examples:
+            turns.append(("user", _user_turn(example["document"].strip(), example["template"])))
+            if example.get("reply") == "null":
+                turns.append(("assistant", "null"))
+            else:
+                answer = {"instruction": example["instruction"], "answer": example["answer"]}
+                turns.append(("assistant", json.dumps(answer, ensure_ascii=False)))
+        turns.append(("user", _user_turn(document, template)))
+        return turns
+
+    def request(self, document: str, template: str) -> Request:
+        options: dict[str, Any] = dict(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            prompt_version=self.prompt_version,
+        )
+        if self.constraint == "document":
+            grammar = document_grammar(document, template, max_excerpts=self.max_excerpts)
+            if grammar is not None:
+                options["grammar"] = grammar
+            else:  # no usable anchor (or a huge document): the schema still holds the format
+                options["json_schema"] = OUTPUT_SCHEMA
+        elif self.constraint == "schema":
+            options["json_schema"] = OUTPUT_SCHEMA
+        return Request.chat(*self._turns(document, template), **options)
+
+    def fit(self, document: str, template: str) -> str:
+        """``document``, cut (at a sentence or word boundary) so that its request fits
+        ``context_window``; unchanged when it fits or no window is set."""
+        if self.context_window is None:
+            return document
+        overhead = sum(self.llm.count_tokens(content) for _, content in self._turns("", template))
+        overhead += 8 * (len(self._turns("", template)) + 1)  # chat-template markup per turn
+        budget = self.context_window - self.max_tokens - overhead
+        if budget <= 0:
+            return ""
+        count = self.llm.count_tokens(document)
+        text = document
+        while count > budget and text:
+            keep = int(len(text) * budget / count * 0.97)
+            text = _cut(text, keep)
+            count = self.llm.count_tokens(text)
+        return text
+
+    # -- the stage ----------------------------------------------------------------------
+
+    def __call__(self, batch: Sequence[tuple[DocumentRow, Sequence[TemplateRow]]]) -> InstantiateResult:
+        """Instantiate each document's templates; requests go out grouped by document."""
+        jobs: list[tuple[DocumentRow, str, TemplateRow]] = []
+        result = InstantiateResult()
+        for document, templates in batch:
+            if not templates:
+                continue
+            result.documents += 1
+            seen = self.fit(document.text, templates[0].template)
+            if len(seen) < len(document.text):
+                result.truncated_documents += 1
+            for template in templates:
+                jobs.append((document, seen, template))
+        if not jobs:
+            return result
+        completions = self.llm.generate([self.request(seen, t.template) for _, seen, t in jobs])
+        searchable: dict[str, SearchableDocument] = {}
+        for (document, seen, template), completion in zip(jobs, completions, strict=True):
+            result.requests += 1
+            result.prompt_tokens += completion.prompt_tokens
+            result.completion_tokens += completion.completion_tokens
+            result.cached_tokens += completion.cached_tokens
+            if document.id not in searchable:
+                searchable[document.id] = SearchableDocument(seen)
+            self._judge_output(document, seen, searchable[document.id], template, completion, result)
+        return result
+
+    def _judge_output(
+        self,
+        document: DocumentRow,
+        seen: str,
+        searchable: SearchableDocument,
+        template: TemplateRow,
+        completion: Completion,
+        result: InstantiateResult,
+    ) -> None:
+        def reject(reason: str, detail: str, *, skip: bool = False) -> None:
+            (result.skipped if skip else result.failed)[reason] += 1
+            result.rejects.append(
+                RejectRow(
+                    stage=STAGE,
+                    input_id=PairRow.make_id(document.id, template.id),
+                    reason=reason,
+                    detail=detail,
+                    input=f"document {document.id} + template {template.id}: {template.template}",
+                    raw_output=completion.text,
+                    model=self.model,
+                    prompt_version=self.prompt_version,
+                )
+            )
+
+        if completion.finish_reason == "length":
+            return reject("truncated", "the model reached max_tokens before finishing its answer")
+        if not completion.ok:
+            kind, _, detail = (completion.error or "").partition(": ")
+            return reject(kind or "backend_error", detail)
+        parsed = parse_answer(completion.text, completion.parsed)
+        if parsed is None:
+            return reject(SKIP_INCOMPATIBLE, "the model answered null: the template does not fit", skip=True)
+        if parsed is False:
+            return reject("invalid_output", "neither null nor a JSON object with instruction and answer")
+        instruction, raw_answer = parsed
+        expansion = expand_excerpts(raw_answer, searchable)
+        result.markers += len(expansion.spans)
+        problems: dict[str, str] = {}
+        for error in expansion.errors:
+            result.unresolved_markers += error.kind == "unresolved"
+            result.ambiguous_markers += error.kind == "ambiguous"
+            problems.setdefault(f"{error.kind}_marker", error.message)
+        if OPEN_TAG in instruction or CLOSE_TAG in instruction:
+            problems["template_tag_in_instruction"] = "a <fi> variable of the template was left unfilled"
+        if not instruction.strip():
+            problems["empty_instruction"] = "the instruction is empty"
+        if not expansion.text.strip():
+            problems["empty_answer"] = "the answer is empty"
+        resolved = [span for span in expansion.spans if span is not None]
+        if len(set(resolved)) < len(resolved):
+            problems["repeated_excerpt"] = "the answer quotes the same passage more than once"
+        elif expansion.excerpt_ratio < self.min_excerpt_ratio:
+            problems["low_excerpt_ratio"] = (
+                f"{expansion.excerpt_ratio:.2f} of the answer is excerpts; at least "
+                f"{self.min_excerpt_ratio} must be"
+            )
+        if problems:
+            reason = next(r for r in FAILURE_ORDER if r in problems)
+            return reject(reason, "; ".join(problems.values()))
+        result.pairs.append(
+            PairRow(
+                id=PairRow.make_id(document.id, template.id),
+                document_id=document.id,
+                template_id=template.id,
+                query_id=template.query_id,
+                instruction=instruction.strip(),
+                answer=expansion.text.strip(),
+                excerpt_ratio=expansion.excerpt_ratio,
+                excerpt_spans=tuple(span for span in expansion.spans if span is not None),
+                instantiate_model=self.model,
+                instantiate_prompt_version=self.prompt_version,
+                document_chars=len(seen) if len(seen) < len(document.text) else None,
+            )
+        )
+
+
+def _user_turn(document: str, template: str) -> str:
+    return f"Document:\n{document}\n\nTemplate: {template}"
+
+
+_BOUNDARY = re.compile(r"[.!?]\s|\n")
+
+
+def _cut(text: str, keep: int) -> str:
+    """``text[:keep]``, moved back to the last sentence end (or else word end) in its
+    last fifth, so a cut document does not end mid-word."""
+    if keep >= len(text):
+        return text
+    head = text[: max(keep, 0)]
+    floor = int(len(head) * 0.8)
+    ends = [m.end() for m in _BOUNDARY.finditer(head, floor)]
+    if ends:
+        return head[: ends[-1]].rstrip()
+    space = head.rfind(" ", floor)
+    return head[:space].rstrip() if space > 0 else head
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+def parse_answer(text: str | None, parsed: Any = None) -> tuple[str, str] | None | Literal[False]:
+    """``(instruction, answer)``, ``None`` for an explicit ``null`` (incompatible), or
+    ``False`` when the output is neither. Lenient: a fenced or wrapped JSON object is
+    found, and ``answer``/``response``/``output`` are accepted for the answer."""
+    if parsed is None and text is not None:
+        stripped = _FENCE.sub("", text.strip())
+        if stripped in ("null", "None", '"null"'):
+            return None
+        parsed = _first_object(stripped)
+    if parsed is None:
+        return False
+    if isinstance(parsed, dict):
+        instruction = parsed.get("instruction")
+        answer = next((parsed[k] for k in ("answer", "response", "output") if k in parsed), None)
+        if instruction is None and answer is None and all(v is None for v in parsed.values()):
+            return None
+        if isinstance(instruction, str) and isinstance(answer, str):
+            return instruction, answer
+    return False
+
+
+def _first_object(text: str) -> Any:
+    decoder = json.JSONDecoder(strict=False)
+    for start in (i for i, char in enumerate(text) if char == "{"):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None

@@ -1,0 +1,194 @@
+"""The judge stage: a 1–5 Likert score for each (instruction, answer) pair (DESIGN §2.5).
+
+1 means irrelevant or off-topic, 5 that the answer fully addresses the instruction with
+no extraneous, vague or repetitive content. Pairs scoring at least ``min_score`` (4 by
+default) are kept.
+
+Two prompt formats:
+
+- ``flow``: the format Flow-Judge-v0.1 was trained on (input, output, criteria and
+  rubric sections; the reply is ``<feedback>…</feedback>`` then ``<score>N</score>``),
+  chosen automatically when the judge model's name contains ``flow-judge``;
+- ``prompted``: a versioned prompt for any instruct model; the reply is ``{"score": N}``.
+
+Where the backend constrains decoding, the score is constrained too (a JSON schema with
+``enum`` 1–5, a GBNF grammar or a regular expression for the ``flow`` reply). Replies
+are parsed leniently all the same; one with no readable score counts as
+``unparseable_judgement`` and its pair is not kept. The stage does no file I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from fineinstructions.models.llm import LLM, Completion, Request
+from fineinstructions.prompting import Prompt, load_prompt
+from fineinstructions.records import PairRow, RejectRow
+
+STAGE = "judge"
+DEFAULT_PROMPT = "judge-v1"
+FLOW_PROMPT = "judge-flow-v1"
+
+SCORE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+    "required": ["score"],
+    "additionalProperties": False,
+}
+FLOW_GRAMMAR = (
+    'root ::= "<feedback>\\n" [^<]{1,1500} "\\n</feedback>\\n<score>\\n" [1-5] "\\n</score>"\n'
+)
+FLOW_REGEX = r"<feedback>\n[^<]{1,1500}\n</feedback>\n<score>\n[1-5]\n</score>"
+
+_FLOW_SCORE = re.compile(r"<score>\s*([1-5])\s*</score>")
+_JSON_SCORE = re.compile(r'"score"\s*:\s*"?([1-5])\b')
+_LOOSE_SCORE = re.compile(r"\bscore\b\D{0,12}([1-5])\b", re.IGNORECASE)
+
+
+def is_flow_judge(identity: str) -> bool:
+    return "flow-judge" in identity.lower().replace("_", "-")
+
+
+def parse_score(text: str | None, parsed: Any = None) -> int | None:
+    """The 1–5 score in a judge's reply, or ``None`` when there is none to read.
+
+    Tries, in order: parsed JSON ``{"score": N}``, ``<score>N</score>``, a JSON-like
+    ``"score": N``, then ``score … N`` in prose; a reply that is just a digit 1–5 counts.
+    """
+    if isinstance(parsed, dict) and parsed.get("score") in (1, 2, 3, 4, 5):
+        return int(parsed["score"])
+    if not text:
+        return None
+    for pattern in (_FLOW_SCORE, _JSON_SCORE, _LOOSE_SCORE):
+        found = pattern.findall(text)
+        if found:
+            return int(found[-1])
+    stripped = text.strip()
+    if stripped in ("1", "2", "3", "4", "5"):
+        return int(stripped)
+    return None
+
+
+@dataclass
+class JudgeResult:
+    """What one batch gave: every judged pair (kept or not), the kept ones, rejects, counts."""
+
+    kept: list[PairRow] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    scores: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+def _kind(llm: LLM) -> tuple[str | None, str | None]:
+    inner = getattr(llm, "backend", llm)  # see through the request cache
+    return getattr(inner, "kind", None), getattr(inner, "dialect", None)
+
+
+class Judge:
+    """Scores pairs with one LLM; ``format='auto'`` picks ``flow`` for Flow-Judge models."""
+
+    def __init__(
+        self,
+        llm: LLM,
+        *,
+        format: Literal["auto", "flow", "prompted"] = "auto",
+        prompt: str | Prompt | None = None,
+        min_score: int = 4,
+        max_tokens: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if format not in ("auto", "flow", "prompted"):
+            raise ValueError(f"unknown judge format {format!r}; use auto, flow or prompted")
+        if not 1 <= min_score <= 5:
+            raise ValueError("min_score must be between 1 and 5")
+        self.llm = llm
+        if format == "auto":
+            format = "flow" if is_flow_judge(llm.identity) else "prompted"
+        self.format = format
+        if prompt is None:
+            prompt = FLOW_PROMPT if format == "flow" else DEFAULT_PROMPT
+        self.prompt = prompt if isinstance(prompt, Prompt) else load_prompt(prompt)
+        self.prompt.field("user")  # fail now, not at the first pair
+        self.prompt_version = self.prompt.version
+        self.min_score = min_score
+        self.max_tokens = max_tokens or (600 if format == "flow" else 16)
+        self.seed = seed
+
+    @property
+    def model(self) -> str:
+        return self.llm.identity
+
+    def request(self, pair: PairRow) -> Request:
+        values = {"instruction": pair.instruction, "answer": pair.answer}
+        if self.format == "flow":
+            values["criteria"] = self.prompt.field("criteria")
+            values["rubric"] = self.prompt.field("rubric")
+        user = self.prompt.field("user")
+        for name, value in values.items():  # not str.format: the texts may hold braces
+            user = user.replace("{" + name + "}", value)
+        turns = [("system", self.prompt.system)] if self.prompt.system else []
+        turns.append(("user", user))
+        options: dict[str, Any] = dict(
+            max_tokens=self.max_tokens, temperature=0.0, seed=self.seed, prompt_version=self.prompt_version
+        )
+        kind, dialect = _kind(self.llm)
+        if self.format == "prompted":
+            if kind in ("llama_cpp", "openai", "vllm"):
+                options["json_schema"] = SCORE_SCHEMA
+        elif kind == "llama_cpp" or (kind == "openai" and dialect == "llama_cpp"):
+            options["grammar"] = FLOW_GRAMMAR
+        elif kind == "vllm" or (kind == "openai" and dialect in ("vllm", "vllm_legacy")):
+            options["regex"] = FLOW_REGEX
+        return Request.chat(*turns, **options)
+
+    def __call__(self, pairs: Sequence[PairRow]) -> JudgeResult:
+        result = JudgeResult()
+        if not pairs:
+            return result
+        completions = self.llm.generate([self.request(p) for p in pairs])
+        for pair, completion in zip(pairs, completions, strict=True):
+            result.prompt_tokens += completion.prompt_tokens
+            result.completion_tokens += completion.completion_tokens
+            result.cached_tokens += completion.cached_tokens
+            self._one(pair, completion, result)
+        return result
+
+    def _one(self, pair: PairRow, completion: Completion, result: JudgeResult) -> None:
+        def reject(reason: str, detail: str, *, skip: bool = False) -> None:
+            (result.skipped if skip else result.failed)[reason] += 1
+            result.rejects.append(
+                RejectRow(
+                    stage=STAGE,
+                    input_id=pair.id,
+                    reason=reason,
+                    detail=detail,
+                    input=f"Instruction: {pair.instruction}\n\nAnswer: {pair.answer}",
+                    raw_output=completion.text,
+                    model=self.model,
+                    prompt_version=self.prompt_version,
+                )
+            )
+
+        if not completion.ok and completion.error_kind != "invalid_output":
+            kind, _, detail = (completion.error or "").partition(": ")
+            return reject(kind or "backend_error", detail)
+        score = parse_score(completion.text, completion.parsed)
+        if score is None:
+            return reject("unparseable_judgement", "no score from 1 to 5 could be read from the reply")
+        result.scores[score] += 1
+        if score < self.min_score:
+            return reject("low_score", f"scored {score}; pairs need at least {self.min_score}", skip=True)
+        result.kept.append(
+            dataclasses.replace(
+                pair, judge_score=score, judge_model=self.model, judge_prompt_version=self.prompt_version
+            )
+        )
+
