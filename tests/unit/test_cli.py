@@ -1,4 +1,4 @@
-"""The command line: help, lazy imports, pending commands, config and pack."""
+"""The command line: help, lazy imports, config, pack and the errors of run and report."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from fineinstructions.io import ShardWriter, read_rows
 from fineinstructions.records import PairRow, QueryRow
 
 PIPELINE = ["templatize", "index", "match", "instantiate", "judge", "pack", "run", "demo", "report"]
-PENDING = ["instantiate", "judge", "run", "report"]
 HEAVY = ["torch", "llama_cpp", "vllm", "transformers", "pyarrow"]
 
 
@@ -58,8 +57,6 @@ def test_help_in_a_subprocess_lists_every_command_with_a_description():
         description = entries[name]
         assert len(description) > 20, (name, description)
         assert "\n" not in main.commands[name].get_short_help_str(limit=200)
-    for name in PENDING:
-        assert entries[name].endswith("[not yet available]"), (name, entries[name])
     # One line each: no wrapped continuation lines in the Commands section.
     commands_section = result.stdout.split("Commands:", 1)[1].strip("\n").splitlines()
     assert all(line.split()[0] in entries for line in commands_section if line.strip())
@@ -104,19 +101,26 @@ def test_version():
     assert result.output.strip() == "fineinstructions, version 0.1.0"
 
 
-# ---------------------------------------------------------------- pending commands
+# ---------------------------------------------------------------- run and report errors
 
 
-@pytest.mark.parametrize("name", PENDING)
-def test_pending_commands_say_so_plainly(name):
-    result = invoke(name, "some-input.jsonl", "--whatever", "-o", "out")
-    assert result.exit_code != 0
+def test_report_of_a_folder_without_a_finished_run_says_what_to_give(tmp_path):
+    result = invoke("report", str(tmp_path))
     assert result.exit_code == 2
-    assert result.stdout == ""
-    assert f"`fineinstructions {name}` is not available in fineinstructions 0.1.0 yet" in result.stderr
-    assert "Available now: templatize, index, match, pack, demo, config." in result.stderr
-    assert "Traceback" not in result.output
-    assert isinstance(result.exception, SystemExit)
+    assert "holds no finished run (no stats.json)" in result.stderr
+    assert "fix: give the folder `fineinstructions run` wrote" in result.stderr
+
+
+def test_run_refuses_a_folder_that_holds_something_else(tmp_path):
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"text": "how do I bake bread"}\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = invoke("run", "--queries", str(queries), "--documents", str(queries), "-o", str(out))
+    assert result.exit_code == 2
+    assert "is not empty and holds no run" in result.stderr
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 # ---------------------------------------------------------------- config

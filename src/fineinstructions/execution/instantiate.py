@@ -156,6 +156,11 @@ def run_instantiate(
         }
         ledger.commit(shard, result.pairs, PairRow, result.rejects, counts, format=config.output.format)
         progress.update(requests, tokens=result.completion_tokens, extra=f"{len(result.pairs)} kept in the last shard")
+        if not show_progress:
+            log(
+                f"instantiate: shard {shard} done: {result.requests} matches of {result.documents} documents, "
+                f"{len(result.pairs)} grounded, {seconds:.1f}s ({progress.done}/{total_requests} matches)"
+            )
     progress.close()
     if owns_llm:
         llm.close()

@@ -110,6 +110,8 @@ def run_judge(
             "cache_hits": getattr(llm, "hits", 0) - hits,
         }
         ledger.commit(shard, kept, PairRow, rejects, counts, format=config.output.format)
+        if not show_progress:
+            log(f"judge: shard {shard} ({path.name}) done: {len(pairs)} pairs, {len(kept)} kept, {counts['seconds']:.1f}s")
     progress.close()
     if owns_llm:
         llm.close()

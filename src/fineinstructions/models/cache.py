@@ -31,8 +31,16 @@ CREATE TABLE IF NOT EXISTS completions (
 class CachedLLM:
     """Wraps ``backend``; answers repeated requests from ``path`` without calling it."""
 
-    def __init__(self, backend: LLM, path: str | Path) -> None:
+    def __init__(self, backend: LLM, path: str | Path, *, commit_every: int | None = None) -> None:
         self.backend = backend
+        # Completions are stored as they come back, this many requests at a time, so a
+        # process killed in the middle of a long batch keeps what had completed. A
+        # backend that runs requests one at a time loses nothing by going one by one.
+        if commit_every is None:
+            commit_every = {"llama_cpp": 1, "fake": 1}.get(backend.kind)
+            if backend.kind == "openai":
+                commit_every = 4 * getattr(backend, "max_concurrency", 16)
+        self.commit_every = commit_every
         self.kind = backend.kind
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +73,12 @@ class CachedLLM:
         results: list[Completion | None] = [
             Completion.from_json(found[key]) if key in found else None for key in keys
         ]
-        if missing:
-            fresh = self.backend.generate([requests[i] for i in missing])
+        step = self.commit_every or len(missing) or 1
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            fresh = self.backend.generate([requests[i] for i in chunk])
             rows = []
-            for i, completion in zip(missing, fresh, strict=True):
+            for i, completion in zip(chunk, fresh, strict=True):
                 results[i] = completion
                 if completion.error_kind != BACKEND_ERROR:
                     rows.append((keys[i], identity, completion.to_json()))

@@ -1,0 +1,95 @@
+"""The judge stage's rules, with a scripted backend."""
+
+import pytest
+
+from fineinstructions.models.fake import ScriptedLLM
+from fineinstructions.models.llm import Completion
+from fineinstructions.records import PairRow
+from fineinstructions.stages.judge import SCORE_SCHEMA, Judge, is_flow_judge, parse_score
+
+
+def pair(n: int, instruction: str = "how do owls hunt", answer: str = "Owls hunt mostly at night.") -> PairRow:
+    return PairRow(
+        id=f"p-{n}", document_id="d", template_id="t", query_id="q",
+        instruction=instruction, answer=answer, excerpt_ratio=1.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ('{"score": 4}', 4),
+        ("<feedback>\nThe answer is on topic.\n</feedback>\n<score>\n5\n</score>", 5),
+        ('{"score": "3"}', 3),
+        ("Score: 2 because it wanders.", 2),
+        ("5", 5),
+        ("<score>9</score>", None),
+        ("I think it is fine.", None),
+        ("", None),
+    ],
+)
+def test_scores_are_read_robustly(text, score):
+    assert parse_score(text) == score
+
+
+def test_pairs_scoring_at_least_min_score_are_kept_with_score_and_provenance():
+    llm = ScriptedLLM(['{"score": 5}', '{"score": 4}', '{"score": 3}', '{"score": 1}'])
+    result = Judge(llm)([pair(1), pair(2), pair(3), pair(4)])
+    assert [p.id for p in result.kept] == ["p-1", "p-2"]
+    assert [p.judge_score for p in result.kept] == [5, 4]
+    assert {(p.judge_model, p.judge_prompt_version) for p in result.kept} == {("fake:scripted", "judge-v1")}
+    assert result.skipped == {"low_score": 2}
+    assert result.scores == {5: 1, 4: 1, 3: 1, 1: 1}
+    assert [r.reason for r in result.rejects] == ["low_score", "low_score"]
+
+
+def test_min_score_is_configurable():
+    llm = ScriptedLLM(['{"score": 3}', '{"score": 2}'])
+    result = Judge(llm, min_score=3)([pair(1), pair(2)])
+    assert [p.id for p in result.kept] == ["p-1"]
+
+
+def test_an_unparseable_judgement_is_counted_and_the_pair_dropped():
+    bad = Completion(text='{"score": "great"', error="invalid_output: not JSON")
+    llm = ScriptedLLM(["it looks good to me", bad, Completion(error="backend_error: HTTP 500")])
+    result = Judge(llm)([pair(1), pair(2), pair(3)])
+    assert result.kept == []
+    assert result.failed == {"unparseable_judgement": 2, "backend_error": 1}
+    assert result.rejects[0].raw_output == "it looks good to me"
+
+
+def test_the_prompted_format_shows_instruction_and_answer_verbatim():
+    llm = ScriptedLLM(['{"score": 5}'])
+    braces = pair(1, instruction="what does {x} mean in Python format strings", answer="A {field} is replaced.")
+    Judge(llm)([braces])
+    [call] = llm.calls
+    user = call.messages[-1].content
+    assert "what does {x} mean in Python format strings" in user and "A {field} is replaced." in user
+    assert call.messages[0].role == "system" and "1 to 5" in call.messages[0].content
+    assert call.json_schema is None  # the scripted backend constrains nothing
+
+
+def test_a_constraining_backend_gets_the_score_schema():
+    class Constraining(ScriptedLLM):
+        kind = "llama_cpp"
+
+    llm = Constraining(['{"score": 4}'])
+    Judge(llm)([pair(1)])
+    assert llm.calls[0].json_schema == SCORE_SCHEMA
+
+
+def test_flow_judge_models_get_the_flow_judge_format():
+    assert is_flow_judge("vllm:flowaicom/Flow-Judge-v0.1")
+    assert is_flow_judge("llama_cpp:flow_judge_v0.1-Q4.gguf:123")
+    assert not is_flow_judge("llama_cpp:SmolLM2-135M-Instruct.Q4_1.gguf:1")
+    llm = ScriptedLLM(["<feedback>\nDirect and complete.\n</feedback>\n<score>\n5\n</score>"], model="flowaicom/Flow-Judge-v0.1")
+    judge = Judge(llm)
+    assert judge.format == "flow" and judge.prompt_version == "judge-flow-v1"
+    result = judge([pair(1)])
+    [call] = llm.calls
+    assert [m.role for m in call.messages] == ["user"]
+    user = call.messages[0].content
+    for section in ("<inputs>", "<output>", "<evaluation_criteria>", "<scoring_rubric>", "<feedback>", "<score>"):
+        assert section in user
+    assert "how do owls hunt" in user.split("<output>")[0] and "Owls hunt mostly at night." in user.split("<output>")[1]
+    assert result.kept[0].judge_score == 5
