@@ -101,9 +101,9 @@ def run_instantiate(
     section = config.instantiate
     fingerprint = {
         "stage": "instantiate",
-        "matches": [str(p) for p in match_paths],
-        "templates": [str(p) for p in template_paths],
-        "documents": [str(p) for p in document_paths],
+        "matches": [str(Path(p).resolve()) for p in match_paths],
+        "templates": [str(Path(p).resolve()) for p in template_paths],
+        "documents": [str(Path(p).resolve()) for p in document_paths],
         "settings": section.model_dump(mode="json"),
     }
     ledger = ShardLedger(output, fingerprint, overwrite=overwrite)

@@ -62,7 +62,7 @@ def run_judge(
     files = data_files(pair_paths)
     fingerprint = {
         "stage": "judge",
-        "pairs": [str(p) for p in pair_paths],
+        "pairs": [str(Path(p).resolve()) for p in pair_paths],
         "settings": section.model_dump(mode="json"),
     }
     ledger = ShardLedger(output, fingerprint, overwrite=overwrite)
