@@ -206,7 +206,7 @@ def test_pack_with_text_field_mapping(tmp_path):
         "-o", str(out), "--seed", "3",
     )
     assert result.exit_code == 0, result.output
-    assert "packed 2 of 2 pairs from 2 documents" in result.stderr
+    assert "pack: kept 2 of 2 pairs from 2 documents" in result.stderr
     kept = list(read_rows([out], PairRow))
     assert sorted(p.id for p in kept) == ["p-0", "p-1"]
     by_id = {p.id: p for p in pairs}
@@ -236,12 +236,12 @@ def test_pack_jsonl_output_and_overwrite(tmp_path):
     first = invoke(*args, "--output-format", "jsonl")
     assert first.exit_code == 0, first.output
     assert first.output == ""
-    assert sorted(p.name for p in out.iterdir()) == ["part-00000.jsonl", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "part-00000.jsonl", "stats.json"]
     refused = invoke(*args)
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr
     replaced = invoke(*args, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
-    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "part-00000.parquet", "stats.json"]
 
 
 def test_pack_bad_documents_file_is_a_clear_error(tmp_path):
