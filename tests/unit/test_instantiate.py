@@ -217,3 +217,12 @@ def test_the_grammar_escapes_quotes_and_newlines_as_json_does():
     # Inside the JSON string the quotes are written \" ; the GBNF literal escapes that again.
     assert r'"\\\"stop\\\" now."' in grammar
     assert r'"Then he left"' in grammar
+
+
+def test_a_prompt_file_with_an_incomplete_example_is_a_clear_error(tmp_path):
+    from fineinstructions.errors import ConfigError
+
+    prompt = tmp_path / "mine.toml"
+    prompt.write_text('version = "mine-1"\nsystem = "Write pairs."\n[[examples]]\ndocument = "A text."\ntemplate = "what is <fi>x</fi>"\n')
+    with pytest.raises(ConfigError, match="example 1 needs an instruction and an answer"):
+        Instantiator(ScriptedLLM([]), prompt=str(prompt))

@@ -29,7 +29,3 @@ def demo(output, overwrite, quiet, **options) -> None:
     log(f"demo: the pipeline on {examples_dir()} (queries.jsonl, documents.jsonl) into {output}")
     stats = run_demo(output, config, overwrite=overwrite, show_progress=not quiet and sys.stderr.isatty(), log=log)
     print_funnel(stats, output, log)
-    if not quiet:
-        from pathlib import Path
-
-        click.echo(f"report: {Path(output) / 'report.html'}")

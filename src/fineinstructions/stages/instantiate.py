@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from fineinstructions.errors import ConfigError
 from fineinstructions.excerpt import SearchableDocument, expand_excerpts
 from fineinstructions.models.llm import LLM, Completion, Request
 from fineinstructions.prompting import Prompt, load_prompt
@@ -160,9 +161,9 @@ class Instantiator:
         loaded = prompt if isinstance(prompt, Prompt) else load_prompt(prompt)
         for number, example in enumerate(loaded.examples, 1):
             if not example.get("document") or not example.get("template"):
-                raise ValueError(f"{loaded.source}: example {number} needs a document and a template")
+                raise ConfigError(f"{loaded.source}: example {number} needs a document and a template")
             if not (example.get("instruction") and example.get("answer")) and example.get("reply") != "null":
-                raise ValueError(
+                raise ConfigError(
                     f"{loaded.source}: example {number} needs an instruction and an answer, or reply = \"null\""
                 )
         self.prompt = loaded
