@@ -118,7 +118,7 @@ def highlighted(text: str, spans: Sequence[Sequence[int]], context: int = 200) -
 
 
 def _rows(folder: Path, row_type: type) -> list:
-    from fineinstructions.execution.judge import data_files
+    from fineinstructions.execution.ledger import data_files
 
     if not folder.exists():
         return []
@@ -191,7 +191,7 @@ def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Pat
             for document in read_documents(manifest["documents"], on_error="skip"):
                 if document.id in wanted:
                     texts[document.id] = document.text
-        except Exception:  # documents moved since the run: show the pairs without passages
+        except (UserError, OSError):  # documents moved since the run: show the pairs without passages
             texts = {}
     pair_html = []
     for pair in chosen:

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.ledger import ShardLedger, add_counts
+from fineinstructions.execution.ledger import ShardLedger, add_counts, data_files
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.templatize import batched, beside
 from fineinstructions.io import ReadStats, read_documents, read_rows, write_json
@@ -50,8 +50,6 @@ def make_instantiator(config: Config, llm: LLM) -> Instantiator:
 
 def load_matches(matches: Sequence[str | Path]) -> dict[str, list[MatchRow]]:
     by_document: dict[str, list[MatchRow]] = defaultdict(list)
-    from fineinstructions.execution.judge import data_files
-
     for row in read_rows(data_files(matches), MatchRow):
         by_document[row.document_id].append(row)
     return by_document

@@ -15,12 +15,10 @@ from typing import Callable, Sequence
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.ledger import ShardLedger, add_counts
+from fineinstructions.execution.ledger import ShardLedger, add_counts, data_files
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.templatize import batched, beside
 from fineinstructions.io import read_rows, write_json
-from fineinstructions.io.formats import format_suffix
-from fineinstructions.io.readers import input_files
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import PairRow
 from fineinstructions.stages.judge import Judge
@@ -31,17 +29,6 @@ COUNT_KEYS = ("in", "out", "prompt_tokens", "cached_prompt_tokens", "completion_
 def make_judge(config: Config, llm: LLM) -> Judge:
     section = config.judge
     return Judge(llm, format=section.format, prompt=section.prompt, min_score=section.min_score, max_tokens=section.max_tokens)
-
-
-def data_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The data files of ``paths``; a stage's output folder with no data file (every row
-    was skipped or failed) is an empty input, not an error."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir() and not any(format_suffix(p) for p in path.iterdir() if p.is_file()):
-            continue
-        files.extend(input_files([path]))
-    return files
 
 
 def run_judge(

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from fineinstructions.errors import UserError
 from fineinstructions.io.formats import format_suffix
+from fineinstructions.io.readers import input_files
 from fineinstructions.io.writers import SUFFIXES, atomic_write, write_json, write_table
 from fineinstructions.records import RejectRow, row_to_dict, to_table
 
@@ -107,7 +108,6 @@ class ShardLedger:
         return [
             json.loads(p.read_text(encoding="utf-8"))
             for p in sorted(self.markers.glob("[0-9]*.json"))
-            if not p.name.endswith(".rejects.jsonl")
         ]
 
     def finish(self, rejects_path: str | Path) -> Path:
@@ -120,6 +120,17 @@ class ShardLedger:
                     out.write(part.read_text(encoding="utf-8"))
 
         return atomic_write(rejects_path, write)
+
+
+def data_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The data files of ``paths``; a stage's output folder with no data file (every row
+    was skipped or failed) is an empty input, not an error."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir() and not any(format_suffix(p) for p in path.iterdir() if p.is_file()):
+            continue
+        files.extend(input_files([path]))
+    return files
 
 
 def add_counts(markers: Iterable[dict], keys: Sequence[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from fineinstructions import __version__
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.judge import data_files
+from fineinstructions.execution.ledger import data_files
 from fineinstructions.io import ReadStats, ShardWriter, read_documents, read_rows, write_json
 from fineinstructions.io.writers import atomic_write, prepare_output_dir
 from fineinstructions.pack import PAIR_FORMAT

@@ -19,7 +19,7 @@ import importlib.util
 import json
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 from fineinstructions.errors import MissingDependencyError, UserError
 
@@ -254,6 +254,44 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def backend_of(llm: Any) -> tuple[str | None, str | None]:
+    """``(kind, dialect)`` of the backend under ``llm``, seeing through the request cache."""
+    inner = getattr(llm, "backend", llm)
+    return getattr(inner, "kind", None), getattr(inner, "dialect", None)
+
+
+def takes_gbnf(llm: Any) -> bool:
+    """Whether requests to ``llm`` may carry a GBNF grammar (llama.cpp, in-process or served)."""
+    kind, dialect = backend_of(llm)
+    return kind == "llama_cpp" or (kind == "openai" and dialect == "llama_cpp")
+
+
+def constrains_decoding(llm: Any) -> bool:
+    """Whether ``llm``'s backend holds decoding to a JSON schema (not just checks it after)."""
+    return backend_of(llm)[0] in ("llama_cpp", "openai", "vllm")
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+def strip_fence(text: str) -> str:
+    """``text`` without surrounding whitespace and a Markdown code fence around it."""
+    return _FENCE.sub("", text.strip())
+
+
+def json_values(text: str) -> Iterator[Any]:
+    """Every JSON value that starts at a ``{`` of ``text`` (a Markdown code fence around
+    it is ignored), in order: how lenient parsers find a model's wrapped or prefixed JSON."""
+    text = strip_fence(text)
+    decoder = json.JSONDecoder(strict=False)
+    for start in (i for i, char in enumerate(text) if char == "{"):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        yield value
+
+
 def request_key(backend_identity: str, request: Request) -> str:
     """The cache key of a request on a given model: a hash of everything that matters."""
     payload = json.dumps(
@@ -275,6 +313,11 @@ __all__ = [
     "Message",
     "Request",
     "backend_class",
+    "backend_of",
+    "constrains_decoding",
+    "json_values",
+    "strip_fence",
+    "takes_gbnf",
     "context_overflow",
     "failed",
     "parse_structured",

@@ -30,7 +30,15 @@ from typing import Any, Literal, Sequence
 
 from fineinstructions.errors import ConfigError
 from fineinstructions.excerpt import SearchableDocument, expand_excerpts
-from fineinstructions.models.llm import LLM, Completion, Request
+from fineinstructions.models.llm import (
+    LLM,
+    Completion,
+    Request,
+    constrains_decoding,
+    json_values,
+    strip_fence,
+    takes_gbnf,
+)
 from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import DocumentRow, PairRow, RejectRow, TemplateRow
 from fineinstructions.stages.instantiate_grammar import document_grammar
@@ -68,17 +76,6 @@ OUTPUT_SCHEMA: dict[str, Any] = {
         },
     ]
 }
-
-
-def _takes_gbnf(llm: LLM) -> bool:
-    inner = getattr(llm, "backend", llm)  # see through the request cache
-    kind = getattr(inner, "kind", None)
-    return kind == "llama_cpp" or (kind == "openai" and getattr(inner, "dialect", None) == "llama_cpp")
-
-
-def _constrains(llm: LLM) -> bool:
-    inner = getattr(llm, "backend", llm)
-    return getattr(inner, "kind", None) in ("llama_cpp", "openai", "vllm")
 
 
 @dataclass
@@ -169,7 +166,7 @@ class Instantiator:
         self.prompt = loaded
         self.prompt_version = loaded.version
         if constraint == "auto":
-            constraint = "document" if _takes_gbnf(llm) else "schema" if _constrains(llm) else "none"
+            constraint = "document" if takes_gbnf(llm) else "schema" if constrains_decoding(llm) else "none"
         self.constraint = constraint
 
     @property
@@ -215,8 +212,9 @@ class Instantiator:
         ``context_window``; unchanged when it fits or no window is set."""
         if self.context_window is None:
             return document
-        overhead = sum(self.llm.count_tokens(content) for _, content in self._turns("", template))
-        overhead += 8 * (len(self._turns("", template)) + 1)  # chat-template markup per turn
+        turns = self._turns("", template)
+        overhead = sum(self.llm.count_tokens(content) for _, content in turns)
+        overhead += 8 * (len(turns) + 1)  # chat-template markup per turn
         budget = self.context_window - self.max_tokens - overhead
         if budget <= 0:
             return ""
@@ -238,7 +236,8 @@ class Instantiator:
             if not templates:
                 continue
             result.documents += 1
-            seen = self.fit(document.text, templates[0].template)
+            # Cut for the longest template, so every request of the document fits.
+            seen = self.fit(document.text, max((t.template for t in templates), key=len))
             if len(seen) < len(document.text):
                 result.truncated_documents += 1
             for template in templates:
@@ -354,18 +353,14 @@ def _cut(text: str, keep: int) -> str:
     return head[:space].rstrip() if space > 0 else head
 
 
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
-
-
 def parse_answer(text: str | None, parsed: Any = None) -> tuple[str, str] | None | Literal[False]:
     """``(instruction, answer)``, ``None`` for an explicit ``null`` (incompatible), or
     ``False`` when the output is neither. Lenient: a fenced or wrapped JSON object is
     found, and ``answer``/``response``/``output`` are accepted for the answer."""
     if parsed is None and text is not None:
-        stripped = _FENCE.sub("", text.strip())
-        if stripped in ("null", "None", '"null"'):
+        if strip_fence(text) in ("null", "None", '"null"'):
             return None
-        parsed = _first_object(stripped)
+        parsed = next((v for v in json_values(text) if isinstance(v, dict)), None)
     if parsed is None:
         return False
     if isinstance(parsed, dict):
@@ -377,14 +372,3 @@ def parse_answer(text: str | None, parsed: Any = None) -> tuple[str, str] | None
             return instruction, answer
     return False
 
-
-def _first_object(text: str) -> Any:
-    decoder = json.JSONDecoder(strict=False)
-    for start in (i for i, char in enumerate(text) if char == "{"):
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None

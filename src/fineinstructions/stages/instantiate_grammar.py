@@ -22,11 +22,11 @@ rules for n sentences, compiled in milliseconds.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
 from fineinstructions.excerpt import ELLIPSIS, MARKER_CLOSE, MARKER_OPEN, normalize_whitespace
+from fineinstructions.stages.templatize_grammar import gbnf_json_literal as _literal
 from fineinstructions.template import parse_template
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\s*\n\s*")
@@ -75,12 +75,6 @@ def excerpt_anchors(text: str, *, words: int = 4, max_prefix_words: int = 12) ->
         suffix = " ".join(tokens[n - min(words, rest) :]) if rest >= 1 else None
         out.append(Anchor(prefix, suffix))
     return out
-
-
-def _literal(text: str) -> str:
-    """A GBNF literal matching ``text`` as it appears inside a JSON string."""
-    inside_json = json.dumps(text, ensure_ascii=False)[1:-1]
-    return json.dumps(inside_json, ensure_ascii=False)
 
 
 def instruction_rule(template: str, *, max_value_chars: int = 40) -> str:

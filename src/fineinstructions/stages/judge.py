@@ -25,7 +25,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from fineinstructions.models.llm import LLM, Completion, Request
+from fineinstructions.models.llm import (
+    LLM,
+    Completion,
+    Request,
+    backend_of,
+    constrains_decoding,
+    takes_gbnf,
+)
 from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import PairRow, RejectRow
 
@@ -87,11 +94,6 @@ class JudgeResult:
     cached_tokens: int = 0
 
 
-def _kind(llm: LLM) -> tuple[str | None, str | None]:
-    inner = getattr(llm, "backend", llm)  # see through the request cache
-    return getattr(inner, "kind", None), getattr(inner, "dialect", None)
-
-
 class Judge:
     """Scores pairs with one LLM; ``format='auto'`` picks ``flow`` for Flow-Judge models."""
 
@@ -139,11 +141,11 @@ class Judge:
         options: dict[str, Any] = dict(
             max_tokens=self.max_tokens, temperature=0.0, seed=self.seed, prompt_version=self.prompt_version
         )
-        kind, dialect = _kind(self.llm)
+        kind, dialect = backend_of(self.llm)
         if self.format == "prompted":
-            if kind in ("llama_cpp", "openai", "vllm"):
+            if constrains_decoding(self.llm):
                 options["json_schema"] = SCORE_SCHEMA
-        elif kind == "llama_cpp" or (kind == "openai" and dialect == "llama_cpp"):
+        elif takes_gbnf(self.llm):
             options["grammar"] = FLOW_GRAMMAR
         elif kind == "vllm" or (kind == "openai" and dialect in ("vllm", "vllm_legacy")):
             options["regex"] = FLOW_REGEX

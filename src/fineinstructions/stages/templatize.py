@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from fineinstructions.genericity import template_problems
-from fineinstructions.models.llm import LLM, Completion, Request
+from fineinstructions.models.llm import (
+    LLM,
+    Completion,
+    Request,
+    constrains_decoding,
+    json_values,
+    takes_gbnf,
+)
 from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
 from fineinstructions.stages.templatize_grammar import query_template_grammar
@@ -38,10 +45,6 @@ FINEINSTRUCTIONS_VERSION = "fineinstructions-query_templatizer"
 # (Plain groups only: llama.cpp's schema converter takes no "(?:".)
 _LITERAL = r'([^<"\\\x00-\x1f]|<[^f/<"\\\x00-\x1f])'
 TEMPLATE_PATTERN = rf'^{_LITERAL}*(<fi>[^<"\\\x00-\x1f]+</fi>{_LITERAL}*)+$'
-
-# Backends whose decoding follows a JSON schema's ``pattern``; others (transformers)
-# only check the output afterwards, so the stage's own validation does the work.
-CONSTRAINING_BACKENDS = frozenset({"llama_cpp", "openai", "vllm"})
 
 
 def output_schema(*, constrain_template: bool) -> dict[str, Any]:
@@ -72,12 +75,6 @@ class TemplatizeResult:
 
 
 Constraint = Literal["auto", "query", "pattern", "none"]
-
-
-def _takes_gbnf(llm: LLM) -> bool:
-    inner = getattr(llm, "backend", llm)  # see through the request cache
-    kind = getattr(inner, "kind", None)
-    return kind == "llama_cpp" or (kind == "openai" and getattr(inner, "dialect", None) == "llama_cpp")
 
 
 class Templatizer:
@@ -125,9 +122,9 @@ class Templatizer:
         }
         self.prompt_version = self.prompt.version
         if constraint == "auto":
-            if _takes_gbnf(llm):
+            if takes_gbnf(llm):
                 constraint = "query"
-            elif getattr(llm, "kind", None) in CONSTRAINING_BACKENDS:
+            elif constrains_decoding(llm):
                 constraint = "pattern"
             else:
                 constraint = "none"
@@ -241,21 +238,12 @@ def _opening(text: str) -> tuple[str, ...]:
     return tuple(re.findall(r"\w+", text.casefold())[:EXAMPLE_PREFIX_WORDS])
 
 
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
-
-
 def lenient_fields(text: str | None) -> dict[str, Any] | None:
     """The first JSON object in ``text`` holding a ``template`` (searched in nested
     objects too), as models trained to answer in JSON sometimes wrap or nest it."""
     if not text:
         return None
-    decoder = json.JSONDecoder(strict=False)
-    text = _FENCE.sub("", text.strip())
-    for start in (i for i, char in enumerate(text) if char == "{"):
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
+    for value in json_values(text):
         found = _find_template_object(value)
         if found is not None:
             return found

@@ -41,7 +41,7 @@ def segments(query: str) -> list[tuple[str, str]]:
     return out
 
 
-def _literal(text: str) -> str:
+def gbnf_json_literal(text: str) -> str:
     """A GBNF string literal matching ``text`` as it appears inside a JSON string."""
     inside_json = json.dumps(text, ensure_ascii=False)[1:-1]
     return json.dumps(inside_json, ensure_ascii=False)
@@ -78,7 +78,7 @@ def query_template_grammar(query: str, *, max_span: int = 6, max_tag_chars: int 
                 word_next = f"b{i + 1}" if i < n else ""
             choices = []
             if word_next is not None:
-                choices.append(f"{space}{_literal(text)} {word_next}".rstrip())
+                choices.append(f"{space}{gbnf_json_literal(text)} {word_next}".rstrip())
             if _WORDISH.match(text):  # a variable replaces words, never bare punctuation
                 for j in range(i + 1, min(i + max_span, n) + 1):
                     choices.append(f"{space}tag b{j}")
