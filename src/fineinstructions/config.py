@@ -215,6 +215,33 @@ class PackConfig(Section):
     seed: int = Field(0, description="Seed of the random order pairs are drawn in.")
 
 
+class StageResources(Section):
+    """How one stage runs on Ray: its worker pool and batches."""
+
+    actors: int = Field(1, ge=1, description="Workers (Ray actors) the stage runs on; each loads its model or index once.")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker.")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs Ray reserves for each worker (1 for a vLLM engine per GPU).")
+    batch_size: int | None = Field(None, ge=1, description="Rows sent to a worker at once (None: the stage's own batch size).")
+
+
+class RayConfig(Section):
+    """The Ray executor (``--executor ray``): where the cluster is, and each stage's workers.
+
+    Nothing here changes what a run produces, only where and how fast it runs, so a run
+    may be resumed with other settings (or with the local executor)."""
+
+    address: str | None = Field(None, description="Cluster to join ('auto', 'ray://host:10001'; None: start a local one).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local instance Ray starts when there is no address.")
+    preserve_order: bool = Field(True, description="Results in input order, as the local executor gives them (False: faster, same rows).")
+    read_cpus: float = Field(0.25, gt=0, description="CPUs Ray reserves for each file-reading task (beside the stages' workers).")
+    templatize: StageResources = StageResources()
+    index: StageResources = StageResources()
+    match: StageResources = StageResources()
+    instantiate: StageResources = StageResources()
+    judge: StageResources = StageResources()
+    pack: StageResources = StageResources()
+
+
 class Config(Section):
     """The whole pipeline's configuration."""
 
@@ -228,6 +255,7 @@ class Config(Section):
     instantiate: InstantiateConfig = InstantiateConfig()
     judge: JudgeConfig = JudgeConfig()
     pack: PackConfig = PackConfig()
+    ray: RayConfig = RayConfig()
 
 
 def preset_names() -> list[str]:

@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.ledger import ShardLedger, add_counts, data_files
+from fineinstructions.execution.executor import (
+    Executor,
+    Files,
+    LocalExecutor,
+    Place,
+    resolved,
+    worker_caches,
+)
+from fineinstructions.execution.ledger import LEDGER_VERSION, ShardLedger, add_counts, data_files
 from fineinstructions.execution.progress import Progress
-from fineinstructions.execution.templatize import batched, beside
-from fineinstructions.io import ReadStats, read_documents, read_rows, write_json
+from fineinstructions.execution.templatize import beside
+from fineinstructions.io import ReadStats, read_rows, write_json
+from fineinstructions.models.cache import merge_caches
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import DocumentRow, MatchRow, PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator
@@ -79,61 +89,49 @@ def matched_documents(
             yield document, [templates[r.template_id] for r in ordered]
 
 
-def run_instantiate(
-    match_paths: Sequence[str | Path],
-    template_paths: Sequence[str | Path],
-    document_paths: Sequence[str | Path],
-    output: str | Path,
-    config: Config,
-    *,
-    overwrite: bool = False,
-    llm: LLM | None = None,
-    show_progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Instantiate every match; returns the stats also written to ``output/stats.json``.
+@dataclass
+class InstantiateTask:
+    """Instantiating one batch of documents, as a worker runs it (see :mod:`.executor`)."""
 
-    Resumes an unfinished run into the same folder; ``llm`` replaces the configured
-    backend (tests pass a scripted one).
-    """
-    section = config.instantiate
-    fingerprint = {
-        "stage": "instantiate",
-        "matches": [str(Path(p).resolve()) for p in match_paths],
-        "templates": [str(Path(p).resolve()) for p in template_paths],
-        "documents": [str(Path(p).resolve()) for p in document_paths],
-        "settings": section.model_dump(mode="json"),
-    }
-    ledger = ShardLedger(output, fingerprint, overwrite=overwrite)
-    out = ledger.directory
-    matches = load_matches(match_paths)
-    templates = load_templates(template_paths, {r.template_id for rows in matches.values() for r in rows})
-    owns_llm = llm is None
-    if llm is None:
-        from fineinstructions.models.factory import make_llm
+    config: Config
+    matches: dict[str, list[MatchRow]]  # pending documents only
+    templates: dict[str, TemplateRow]
+    cache: Path | None
+    llm: LLM | None = None  # a ready backend (tests), used only in this process
+    stage: str = "instantiate"
 
-        llm = make_llm(section.llm, cache_path=beside(out, ".cache.sqlite"))
-    instantiator = make_instantiator(config, llm)
-    total_requests = sum(len(rows) for rows in matches.values())
-    log(
-        f"instantiate: {len(matches)} documents, {total_requests} matches; {instantiator.model}, "
-        f"{instantiator.mode} mode, prompt {instantiator.prompt_version}, constraint {instantiator.constraint}"
-    )
-    read_stats = ReadStats()
-    documents = read_documents(
-        document_paths, fields=config.input.field_mapping(), stats=read_stats, on_error=config.input.on_error
-    )
-    progress = Progress("instantiate", total=total_requests, unit="pairs", enabled=show_progress)
-    resumed = 0
-    for shard, batch in enumerate(batched(matched_documents(documents, matches, templates), section.shard_size)):
-        requests = sum(len(t) for _, t in batch)
-        if ledger.done(shard) is not None:
-            resumed += 1
-            progress.update(requests)
-            continue
+    @property
+    def batch_size(self) -> int:
+        return self.config.instantiate.shard_size
+
+    def start(self, place: Place) -> Callable[[list[DocumentRow]], dict | None]:
+        llm = self.llm
+        owns = llm is None
+        if llm is None:
+            from fineinstructions.models.factory import make_llm
+
+            path, shared = place.cache(self.cache)
+            llm = make_llm(self.config.instantiate.llm, cache_path=path, shared_cache=shared)
+        instantiator = make_instantiator(self.config, llm)
+        return _InstantiateWorker(instantiator, llm, self.matches, self.templates, owns)
+
+
+@dataclass
+class _InstantiateWorker:
+    instantiator: Instantiator
+    llm: LLM
+    matches: dict[str, list[MatchRow]]
+    templates: dict[str, TemplateRow]
+    owns_llm: bool
+
+    def __call__(self, documents: list[DocumentRow]) -> dict | None:
+        batch = list(matched_documents(documents, self.matches, self.templates))
+        if not batch:
+            return None
+        llm = self.llm
         hits, misses = getattr(llm, "hits", 0), getattr(llm, "misses", 0)
         tick = time.monotonic()
-        result = instantiator(batch)
+        result = self.instantiator(batch)
         seconds = time.monotonic() - tick
         counts = {
             "in": result.requests,
@@ -149,24 +147,90 @@ def run_instantiate(
             "cached_prompt_tokens": result.cached_tokens,
             "completion_tokens": result.completion_tokens,
             "seconds": round(seconds, 3),
-            "model_calls": getattr(llm, "misses", requests) - misses,
+            "model_calls": getattr(llm, "misses", result.requests) - misses,
             "cache_hits": getattr(llm, "hits", 0) - hits,
+            "inputs": [document.id for document, _ in batch],
         }
-        ledger.commit(shard, result.pairs, PairRow, result.rejects, counts, format=config.output.format)
-        progress.update(requests, tokens=result.completion_tokens, extra=f"{len(result.pairs)} kept in the last shard")
+        return {"rows": result.pairs, "rejects": result.rejects, "counts": counts}
+
+    def close(self) -> None:
+        if self.owns_llm:
+            self.llm.close()
+
+
+def _unloaded(config) -> LLM:
+    from fineinstructions.models.factory import make_llm
+
+    return make_llm(config)
+
+
+def run_instantiate(
+    match_paths: Sequence[str | Path],
+    template_paths: Sequence[str | Path],
+    document_paths: Sequence[str | Path],
+    output: str | Path,
+    config: Config,
+    *,
+    overwrite: bool = False,
+    llm: LLM | None = None,
+    executor: Executor | None = None,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Instantiate every match; returns the stats also written to ``output/stats.json``.
+
+    Resumes an unfinished run into the same folder; ``llm`` replaces the configured
+    backend (tests pass a scripted one); ``executor`` runs the batches (default: here).
+    """
+    section = config.instantiate
+    executor = executor or LocalExecutor()
+    fingerprint = {
+        "stage": "instantiate",
+        "ledger": LEDGER_VERSION,
+        "matches": [str(Path(p).resolve()) for p in match_paths],
+        "templates": [str(Path(p).resolve()) for p in template_paths],
+        "documents": [resolved(p) for p in document_paths],
+        "settings": section.model_dump(mode="json"),
+    }
+    ledger = ShardLedger(output, fingerprint, overwrite=overwrite)
+    out = ledger.directory
+    done, next_shard = ledger.start()
+    matches = load_matches(match_paths)
+    templates = load_templates(template_paths, {r.template_id for rows in matches.values() for r in rows})
+    pending = {document: rows for document, rows in matches.items() if document not in done}
+    cache = beside(out, ".cache.sqlite") if section.llm.cache else None
+    if cache is not None:
+        merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
+    task = InstantiateTask(config, pending, templates, cache, llm)
+    # Names the model and the constraint; the backend loads nothing until it is used.
+    described = make_instantiator(config, llm if llm is not None else _unloaded(section.llm))
+    total_requests = sum(len(rows) for rows in pending.values())
+    log(
+        f"instantiate: {len(matches)} documents, {sum(len(r) for r in matches.values())} matches; "
+        f"{described.model}, {described.mode} mode, prompt {described.prompt_version}, "
+        f"constraint {described.constraint}, executor {executor.kind}"
+        + (f"; resuming: {len(matches) - len(pending)} documents were done" if done else "")
+    )
+    read_stats = ReadStats()
+    source = Files(tuple(map(str, document_paths)), "documents", fields=config.input.field_mapping(), on_error=config.input.on_error)
+    progress = Progress("instantiate", total=total_requests, unit="pairs", enabled=show_progress)
+    shard = next_shard
+    for result in executor.map(source, task, read_stats):
+        counts = result["counts"]
+        ledger.commit(shard, result["rows"], PairRow, result["rejects"], counts, format=config.output.format)
+        progress.update(counts["in"], tokens=counts["completion_tokens"], extra=f"{counts['out']} kept in the last shard")
         if not show_progress:
             log(
-                f"instantiate: shard {shard} done: {result.requests} matches of {result.documents} documents, "
-                f"{len(result.pairs)} grounded, {seconds:.1f}s ({progress.done}/{total_requests} matches)"
+                f"instantiate: shard {shard} done: {counts['in']} matches of {counts['documents']} documents, "
+                f"{counts['out']} grounded, {counts['seconds']:.1f}s ({progress.done}/{total_requests} matches)"
             )
+        shard += 1
     progress.close()
-    if owns_llm:
-        llm.close()
-    if resumed:
-        log(f"instantiate: resumed; {resumed} finished shard(s) were kept as they were")
+    if cache is not None:
+        merge_caches(cache, worker_caches(cache))
     rejects_path = ledger.finish(beside(out, ".rejects.jsonl"))
     totals = add_counts(ledger.finished(), COUNT_KEYS)
-    stats = {"read_documents": read_stats.as_dict(), "instantiate": _summary(totals, instantiator, rejects_path)}
+    stats = {"read_documents": read_stats.as_dict(), "instantiate": _summary(totals, described, rejects_path)}
     write_json(stats, out / "stats.json")
     return stats
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.ledger import ShardLedger, add_counts, data_files
+from fineinstructions.execution.executor import Executor, Files, LocalExecutor, Place, worker_caches
+from fineinstructions.execution.instantiate import _unloaded
+from fineinstructions.execution.ledger import LEDGER_VERSION, ShardLedger, add_counts, data_files
 from fineinstructions.execution.progress import Progress
-from fineinstructions.execution.templatize import batched, beside
-from fineinstructions.io import read_rows, write_json
+from fineinstructions.execution.templatize import beside
+from fineinstructions.io import ReadStats, write_json
+from fineinstructions.models.cache import merge_caches
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import PairRow
 from fineinstructions.stages.judge import Judge
@@ -31,6 +35,67 @@ def make_judge(config: Config, llm: LLM) -> Judge:
     return Judge(llm, format=section.format, prompt=section.prompt, min_score=section.min_score, max_tokens=section.max_tokens)
 
 
+@dataclass
+class JudgeTask:
+    """Judging one batch of pairs, as a worker runs it (see :mod:`.executor`)."""
+
+    config: Config
+    done: frozenset[str]  # pairs judged by finished shards
+    cache: Path | None
+    llm: LLM | None = None  # a ready backend (tests), used only in this process
+    stage: str = "judge"
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.judge.batch_size
+
+    def start(self, place: Place) -> Callable[[list[PairRow]], dict | None]:
+        llm = self.llm
+        owns = llm is None
+        if llm is None:
+            from fineinstructions.models.factory import make_llm
+
+            path, shared = place.cache(self.cache)
+            llm = make_llm(self.config.judge.llm, cache_path=path, shared_cache=shared)
+        return _JudgeWorker(make_judge(self.config, llm), llm, self.done, owns)
+
+
+@dataclass
+class _JudgeWorker:
+    judge: Judge
+    llm: LLM
+    done: frozenset[str]
+    owns_llm: bool
+
+    def __call__(self, pairs: list[PairRow]) -> dict | None:
+        pairs = [pair for pair in pairs if pair.id not in self.done]
+        if not pairs:
+            return None
+        llm = self.llm
+        hits, misses = getattr(llm, "hits", 0), getattr(llm, "misses", 0)
+        tick = time.monotonic()
+        result = self.judge(pairs)
+        counts = {
+            "in": len(pairs),
+            "out": len(result.kept),
+            "skipped": dict(result.skipped),
+            "failed": dict(result.failed),
+            "scores": {str(k): v for k, v in result.scores.items()},
+            "prompt_tokens": result.prompt_tokens,
+            "cached_prompt_tokens": result.cached_tokens,
+            "completion_tokens": result.completion_tokens,
+            "seconds": round(time.monotonic() - tick, 3),
+            "model_calls": getattr(llm, "misses", len(pairs)) - misses,
+            "cache_hits": getattr(llm, "hits", 0) - hits,
+            "inputs": [pair.id for pair in pairs],
+        }
+        return {"rows": result.kept, "rejects": result.rejects, "counts": counts}
+
+    def close(self) -> None:
+        if self.owns_llm:
+            self.llm.close()
+
+
 def run_judge(
     pair_paths: Sequence[str | Path],
     output: str | Path,
@@ -38,72 +103,48 @@ def run_judge(
     *,
     overwrite: bool = False,
     llm: LLM | None = None,
+    executor: Executor | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Judge every pair; returns the stats also written to ``output/stats.json``."""
     section = config.judge
+    executor = executor or LocalExecutor()
     for path in map(Path, pair_paths):
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
     files = data_files(pair_paths)
     fingerprint = {
         "stage": "judge",
+        "ledger": LEDGER_VERSION,
         "pairs": [str(Path(p).resolve()) for p in pair_paths],
         "settings": section.model_dump(mode="json"),
     }
     ledger = ShardLedger(output, fingerprint, overwrite=overwrite)
     out = ledger.directory
-    owns_llm = llm is None
-    if llm is None:
-        from fineinstructions.models.factory import make_llm
-
-        llm = make_llm(section.llm, cache_path=beside(out, ".cache.sqlite"))
-    judge = make_judge(config, llm)
-    log(f"judge: {len(files)} pair file(s); {judge.model}, {judge.format} format, prompt {judge.prompt_version}, keep >= {judge.min_score}")
+    done, next_shard = ledger.start()
+    cache = beside(out, ".cache.sqlite") if section.llm.cache else None
+    if cache is not None:
+        merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
+    judge = make_judge(config, llm if llm is not None else _unloaded(section.llm))
+    log(
+        f"judge: {len(files)} pair file(s); {judge.model}, {judge.format} format, prompt {judge.prompt_version}, "
+        f"keep >= {judge.min_score}, executor {executor.kind}" + (f"; resuming: {len(done)} pairs were judged" if done else "")
+    )
     progress = Progress("judge", unit="pairs", enabled=show_progress)
-    resumed = 0
-    for shard, path in enumerate(files):
-        if ledger.done(shard) is not None:
-            resumed += 1
-            continue
-        pairs = list(read_rows([path], PairRow))
-        hits, misses = getattr(llm, "hits", 0), getattr(llm, "misses", 0)
-        tick = time.monotonic()
-        kept, rejects = [], []
-        skipped, failed, scores = Counter(), Counter(), Counter()
-        tokens = Counter()
-        for batch in batched(pairs, section.batch_size):
-            result = judge(batch)
-            kept += result.kept
-            rejects += result.rejects
-            skipped.update(result.skipped)
-            failed.update(result.failed)
-            scores.update(result.scores)
-            tokens.update(prompt=result.prompt_tokens, cached=result.cached_tokens, completion=result.completion_tokens)
-            progress.update(len(batch), tokens=result.completion_tokens, extra=f"{sum(scores.values())} scored")
-        counts = {
-            "input_file": path.name,
-            "in": len(pairs),
-            "out": len(kept),
-            "skipped": dict(skipped),
-            "failed": dict(failed),
-            "scores": {str(k): v for k, v in scores.items()},
-            "prompt_tokens": tokens["prompt"],
-            "cached_prompt_tokens": tokens["cached"],
-            "completion_tokens": tokens["completion"],
-            "seconds": round(time.monotonic() - tick, 3),
-            "model_calls": getattr(llm, "misses", len(pairs)) - misses,
-            "cache_hits": getattr(llm, "hits", 0) - hits,
-        }
-        ledger.commit(shard, kept, PairRow, rejects, counts, format=config.output.format)
-        if not show_progress:
-            log(f"judge: shard {shard} ({path.name}) done: {len(pairs)} pairs, {len(kept)} kept, {counts['seconds']:.1f}s")
+    shard = next_shard
+    if files:
+        source = Files(tuple(str(f) for f in files), "rows", row_type=PairRow)
+        for result in executor.map(source, JudgeTask(config, frozenset(done), cache, llm), ReadStats()):
+            counts = result["counts"]
+            ledger.commit(shard, result["rows"], PairRow, result["rejects"], counts, format=config.output.format)
+            progress.update(counts["in"], tokens=counts["completion_tokens"], extra=f"{progress.done} judged")
+            if not show_progress:
+                log(f"judge: shard {shard} done: {counts['in']} pairs, {counts['out']} kept, {counts['seconds']:.1f}s")
+            shard += 1
     progress.close()
-    if owns_llm:
-        llm.close()
-    if resumed:
-        log(f"judge: resumed; {resumed} finished shard(s) were kept as they were")
+    if cache is not None:
+        merge_caches(cache, worker_caches(cache))
     rejects_path = ledger.finish(beside(out, ".rejects.jsonl"))
     markers = ledger.finished()
     totals = add_counts(markers, COUNT_KEYS)

@@ -14,6 +14,11 @@ marker; the next run skips the finished shards and redoes the other one, writing
 same file names, so no row is lost or duplicated. Model calls that completed before the
 kill come back from the request cache. ``.shards/run.json`` records what the output was
 made from (inputs and settings), so a different job is never resumed into it by mistake.
+
+A marker also lists the ``inputs`` its shard covered (document or pair ids). A stage
+resumes by skipping those inputs and numbering new shards after the last finished one,
+so the shards of a resumed run need not be cut as the first run cut them: a Ray cluster
+may batch rows differently each time, and still no row is lost or written twice.
 When every shard is done, :meth:`ShardLedger.finish` joins the rejects into one file
 beside the output folder.
 """
@@ -33,6 +38,8 @@ from fineinstructions.io.writers import SUFFIXES, atomic_write, write_json, writ
 from fineinstructions.records import RejectRow, row_to_dict, to_table
 
 MARKERS = ".shards"
+# Markers list the inputs of their shard (version 2); a resume relies on it.
+LEDGER_VERSION = 2
 
 
 class ShardLedger:
@@ -72,6 +79,20 @@ class ShardLedger:
                 shutil.rmtree(path)
             elif path.is_file() and (format_suffix(path) or path.name.endswith(".tmp") or path.name == "stats.json"):
                 path.unlink()
+
+    def start(self) -> tuple[set[str], int]:
+        """Before (re)starting: remove what unfinished shards left (data or rejects files
+        without a marker); return the inputs finished shards covered and the next shard
+        number."""
+        finished = {int(p.name[:5]) for p in self.markers.glob("[0-9]*.json")}
+        for path in list(self.directory.glob("part-*")) + list(self.markers.glob("*.rejects.jsonl")):
+            digits = path.name.removeprefix("part-")[:5]
+            if digits.isdigit() and int(digits) not in finished:
+                path.unlink()
+        done: set[str] = set()
+        for marker in self.finished():
+            done.update(marker.get("inputs", ()))
+        return done, max(finished, default=-1) + 1
 
     def marker(self, shard: int) -> Path:
         return self.markers / f"{shard:05d}.json"

@@ -102,12 +102,12 @@ def _read_csv(path: Path, handle: IO[bytes]) -> Iterator[RawRecord]:
         ) from None
 
 
-def _read_parquet(path: Path) -> Iterator[RawRecord]:
+def _read_parquet(path: Path, handle: IO[bytes] | None = None) -> Iterator[RawRecord]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(handle if handle is not None else path)
     except (pa.ArrowInvalid, OSError) as error:
         raise InputError(
             path,
@@ -133,17 +133,29 @@ _FORMATS: dict[str, tuple[Callable[..., Iterator[RawRecord]], bool]] = {
 SUPPORTED_SUFFIXES = (*_FORMATS, ".parquet")
 
 
-def format_suffix(path: Path) -> str | None:
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` is an fsspec URL (``s3://…``, ``gs://…``, ``hf://…``), not a local path."""
+    return "://" in str(path)
+
+
+def file_name(path: str | Path) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[-1] if is_url(path) else Path(path).name
+
+
+def format_suffix(path: str | Path) -> str | None:
     """The supported suffix ``path`` ends with (``.jsonl.gz`` before ``.gz``), or None."""
-    name = path.name.lower()
+    name = file_name(path).lower()
     for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
             return suffix
     return None
 
 
-def read_raw(path: Path) -> Iterator[RawRecord]:
-    """Every raw record of one file, in order."""
+def read_raw(path: Path | str) -> Iterator[RawRecord]:
+    """Every raw record of one file (a local path or an fsspec URL), in order."""
+    if is_url(path):
+        yield from _read_url(str(path))
+        return
     suffix = format_suffix(path)
     if suffix is None:
         raise InputError(
@@ -154,6 +166,7 @@ def read_raw(path: Path) -> Iterator[RawRecord]:
     if suffix == ".parquet":
         yield from _read_parquet(path)
         return
+    path = Path(path)
     reader, compressed = _FORMATS[suffix]
     opener = gzip.open if compressed else open
     try:
@@ -173,3 +186,26 @@ def read_raw(path: Path) -> Iterator[RawRecord]:
             f"the compressed file is truncated or corrupt ({error})",
             fix="copy or download the file again (gzip -t FILE checks it)",
         ) from None
+
+
+def _read_url(url: str) -> Iterator[RawRecord]:
+    """An fsspec URL's records: the file is streamed, never copied whole."""
+    try:
+        import fsspec
+    except ImportError:  # pragma: no cover - fsspec comes with the ray extra and datasets
+        raise InputError(url, "reading URLs needs the Python package 'fsspec'", fix="pip install fsspec") from None
+    suffix = format_suffix(url)
+    if suffix is None:
+        raise InputError(url, "unsupported file type", fix=f"use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    try:
+        with fsspec.open(url, "rb") as handle:
+            if suffix == ".parquet":
+                yield from _read_parquet(url, handle)  # type: ignore[arg-type]
+                return
+            reader, compressed = _FORMATS[suffix]
+            stream = gzip.GzipFile(fileobj=handle, mode="rb") if compressed else handle
+            yield from reader(url, stream)
+    except FileNotFoundError:
+        raise InputError(url, "no such file", fix="check the URL") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise InputError(url, f"the compressed file is truncated or corrupt ({error})") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 from fineinstructions.errors import InputError
-from fineinstructions.io.formats import SUPPORTED_SUFFIXES, format_suffix, read_raw
+from fineinstructions.io.formats import SUPPORTED_SUFFIXES, file_name, format_suffix, is_url, read_raw
 from fineinstructions.records import DocumentRow, QueryRow, from_table
 
 OnError = Literal["raise", "skip"]
@@ -65,10 +65,14 @@ class ReadStats:
 def input_files(paths: Iterable[str | Path]) -> list[Path]:
     """The files to read: each path itself, or a folder's supported files, sorted.
 
-    Hidden files (such as the temporary files of an unfinished write) are ignored.
+    Hidden files (such as the temporary files of an unfinished write) are ignored. An
+    fsspec URL (``s3://bucket/docs/``) is listed the same way and stays a string.
     """
     files: list[Path] = []
     for raw in paths:
+        if is_url(raw):
+            files.extend(_url_files(str(raw)))  # type: ignore[arg-type]
+            continue
         path = Path(raw)
         if path.is_dir():
             found = sorted(
@@ -92,9 +96,34 @@ def input_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _source_name(path: Path) -> str:
-    suffix = format_suffix(path) or path.suffix
-    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
+def _url_files(url: str) -> list[str]:
+    try:
+        import fsspec
+    except ImportError:  # pragma: no cover
+        raise InputError(url, "reading URLs needs the Python package 'fsspec'", fix="pip install fsspec") from None
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        if fs.isdir(root):
+            found = sorted(
+                p for p in fs.find(root)
+                if format_suffix(p) and not any(part.startswith(".") for part in p[len(root):].split("/"))
+            )
+            if not found:
+                raise InputError(url, f"the folder holds no {', '.join(SUPPORTED_SUFFIXES)} files")
+            return [fs.unstrip_protocol(p) for p in found]
+        if fs.isfile(root):
+            return [url]
+    except InputError:
+        raise
+    except Exception as error:  # any backend's error: permissions, network, bad bucket
+        raise InputError(url, f"cannot be listed ({error})", fix="check the URL and its credentials") from None
+    raise InputError(url, "no such file or folder", fix="check the URL")
+
+
+def _source_name(path: Path | str) -> str:
+    name = file_name(path)
+    suffix = format_suffix(path) or Path(name).suffix
+    return name[: len(name) - len(suffix)] if suffix else name
 
 
 def _string_field(
@@ -143,9 +172,8 @@ def _read(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     for path in input_files(paths):
-        for location, record in read_raw(path):
+        for results in file_outcomes(path, build):
             stats.rows += 1
-            results = [record] if isinstance(record, InputError) else build(path, location, record)
             for result in results:
                 if isinstance(result, InputError):
                     if on_error == "raise":
@@ -158,6 +186,15 @@ def _read(
                     yield result
 
 
+def file_outcomes(
+    path: Path | str, build: Callable[[Path, str, dict], Iterable[T | InputError | str]]
+) -> Iterator[list[T | InputError | str]]:
+    """For each raw row of one file, what it gives: records, skip reasons (strings) and
+    errors, in order. Distributed readers count and route these themselves."""
+    for location, record in read_raw(path):
+        yield [record] if isinstance(record, InputError) else list(build(path, location, record))
+
+
 def read_documents(
     paths: Iterable[str | Path],
     *,
@@ -166,6 +203,11 @@ def read_documents(
     on_error: OnError = "raise",
 ) -> Iterator[DocumentRow]:
     """Documents from every file in ``paths``, in order."""
+    return _read(paths, document_builder(fields), stats if stats is not None else ReadStats(), on_error)
+
+
+def document_builder(fields: FieldMapping = FieldMapping()) -> Callable[[Path, str, dict], list]:
+    """The function that turns one raw row into a document (or a skip reason, or an error)."""
     fix = f"pass --text-field NAME to say which field holds the document text (now {fields.text!r})"
 
     def build(path: Path, location: str, record: dict) -> list[DocumentRow | InputError | str]:
@@ -185,7 +227,7 @@ def read_documents(
             )
         ]
 
-    return _read(paths, build, stats if stats is not None else ReadStats(), on_error)
+    return build
 
 
 def read_queries(
@@ -196,6 +238,11 @@ def read_queries(
     on_error: OnError = "raise",
 ) -> Iterator[QueryRow]:
     """Queries from every file in ``paths``: one per plain row, one per user turn of a chat."""
+    return _read(paths, query_builder(fields), stats if stats is not None else ReadStats(), on_error)
+
+
+def query_builder(fields: FieldMapping = FieldMapping()) -> Callable[[Path, str, dict], list]:
+    """The function that turns one raw row into queries (or skip reasons, or errors)."""
     fix = (
         f"pass --text-field NAME for the field that holds the query (now {fields.text!r}), "
         f"or --messages-field NAME for chat rows (now {fields.messages!r})"
@@ -215,7 +262,7 @@ def read_queries(
             return [EMPTY_TEXT]
         return [QueryRow(id=row_id or QueryRow.make_id(text), text=text, source=source)]
 
-    return _read(paths, build, stats if stats is not None else ReadStats(), on_error)
+    return build
 
 
 def _chat_queries(

@@ -8,6 +8,12 @@ not cached, so a re-run retries them.
 
 The file uses SQLite's write-ahead log: many processes may read while one writes. Each
 process should open its own :class:`CachedLLM`.
+
+Across the machines of a cluster (the Ray executor) no SQLite file is written by two
+processes: each worker writes its own file in ``STAGE.cache.d/`` and reads the stage's
+main cache read-only beside it (``shared=``). :func:`merge_caches` folds the workers'
+files into the main cache when the stage finishes, and before it starts again after a
+crash, so a completed call is never made twice across runs.
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ CREATE TABLE IF NOT EXISTS completions (
 class CachedLLM:
     """Wraps ``backend``; answers repeated requests from ``path`` without calling it."""
 
-    def __init__(self, backend: LLM, path: str | Path, *, commit_every: int | None = None) -> None:
+    def __init__(
+        self,
+        backend: LLM,
+        path: str | Path,
+        *,
+        commit_every: int | None = None,
+        shared: str | Path | None = None,
+    ) -> None:
         self.backend = backend
         # Completions are stored as they come back, this many requests at a time, so a
         # process killed in the middle of a long batch keeps what had completed. A
@@ -48,10 +61,20 @@ class CachedLLM:
         self.misses = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        if shared is not None:
+            # A worker's own file, on a filesystem other machines may share: one writer,
+            # no shared-memory index, so nothing depends on network-filesystem locks.
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._db.commit()
+        self._shared: sqlite3.Connection | None = None
+        if shared is not None and Path(shared).exists():
+            # Read-only and immutable: no lock is taken, as the file does not change
+            # while workers run (only the driver writes it, between runs of the stage).
+            uri = Path(shared).resolve().as_uri() + "?mode=ro&immutable=1"
+            self._shared = sqlite3.connect(uri, uri=True, check_same_thread=False)
 
     @property
     def identity(self) -> str:
@@ -94,17 +117,63 @@ class CachedLLM:
         found: dict[str, str] = {}
         ordered = list(keys)
         with self._lock:
-            for start in range(0, len(ordered), 500):  # stay under SQLite's variable limit
-                chunk = ordered[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                found.update(
-                    self._db.execute(
-                        f"SELECT key, completion FROM completions WHERE key IN ({marks})", chunk
-                    ).fetchall()
-                )
+            for db in (self._shared, self._db):
+                if db is None:
+                    continue
+                for start in range(0, len(ordered), 500):  # stay under SQLite's variable limit
+                    chunk = ordered[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    found.update(
+                        db.execute(
+                            f"SELECT key, completion FROM completions WHERE key IN ({marks})", chunk
+                        ).fetchall()
+                    )
         return found
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._shared is not None:
+                self._shared.close()
         self.backend.close()
+
+
+def merge_caches(main: str | Path, folder: str | Path) -> int:
+    """Fold every worker cache file in ``folder`` into ``main`` and delete them; returns
+    the completions added. Safe to run again after a crash: a file is deleted only after
+    its rows are committed to ``main``, and adding a row twice is a no-op."""
+    folder = Path(folder)
+    parts = sorted(folder.glob("*.sqlite")) if folder.is_dir() else []
+    if not parts:
+        return 0
+    main = Path(main)
+    main.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(main, timeout=60)
+    added = 0
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(_SCHEMA)
+        for part in parts:
+            before = db.total_changes
+            db.execute("ATTACH DATABASE ? AS part", (str(part),))
+            try:
+                has_table = db.execute(
+                    "SELECT 1 FROM part.sqlite_master WHERE type='table' AND name='completions'"
+                ).fetchone()
+                if has_table:
+                    db.execute("INSERT OR IGNORE INTO completions SELECT key, model, completion FROM part.completions")
+                db.commit()
+            finally:
+                db.execute("DETACH DATABASE part")
+            added += db.total_changes - before
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(part) + suffix).unlink(missing_ok=True)
+        # Fold the log into the file, so workers can open it immutable and read-only.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+    return added

@@ -9,8 +9,11 @@ from fineinstructions.models.cache import CachedLLM
 from fineinstructions.models.llm import LLM, backend_class
 
 
-def make_llm(config: LLMConfig, *, cache_path: str | Path | None = None) -> LLM:
-    """The backend ``config`` names; with ``config.cache`` and a ``cache_path``, cached."""
+def make_llm(
+    config: LLMConfig, *, cache_path: str | Path | None = None, shared_cache: str | Path | None = None
+) -> LLM:
+    """The backend ``config`` names; with ``config.cache`` and a ``cache_path``, cached
+    (``shared_cache``: a read-only cache also consulted, as a cluster worker does)."""
     cls = backend_class(config.backend)
     if config.backend == "llama_cpp":
         backend = cls(config.model, n_ctx=config.n_ctx)
@@ -31,5 +34,5 @@ def make_llm(config: LLMConfig, *, cache_path: str | Path | None = None) -> LLM:
     else:
         backend = cls(model=config.model)
     if config.cache and cache_path is not None:
-        return CachedLLM(backend, cache_path)
+        return CachedLLM(backend, cache_path, shared=shared_cache)
     return backend
