@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from fineinstructions.cli.options import build_config, config_options
+from fineinstructions.cli.options import (
+    build_config,
+    config_options,
+    executor_options,
+    open_executor,
+)
 
 
 @click.command("index", short_help="Template bank -> FAISS index.")
@@ -19,6 +24,7 @@ from fineinstructions.cli.options import build_config, config_options
 @click.option("--nprobe", type=int, help="IVF cells searched per query (default 64; also settable at match time).")
 @click.option("--overwrite", is_flag=True, help="Replace what the output folder already holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@executor_options
 @config_options
 def index(templates, output, kind, nlist, nprobe, overwrite, quiet, **options) -> None:
     """Embed the compatible-document description of every template in TEMPLATES (bank
@@ -34,7 +40,11 @@ def index(templates, output, kind, nlist, nprobe, overwrite, quiet, **options) -
 
     config = build_config(options, extra={"index.kind": kind, "index.nlist": nlist, "index.nprobe": nprobe})
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
-    stats = run_index(templates, output, config, overwrite=overwrite, show_progress=not quiet and sys.stderr.isatty(), log=log)
+    with open_executor(options, config) as executor:
+        stats = run_index(
+            templates, output, config, overwrite=overwrite, executor=executor,
+            show_progress=not quiet and sys.stderr.isatty(), log=log,
+        )
     step = stats["index"]
     skipped = ", ".join(f"{k} {v}" for k, v in step["skipped"].items())
     log(

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import click
 
-from fineinstructions.cli.options import build_config, config_options, input_options, output_options
+from fineinstructions.cli.options import (
+    INPUT,
+    build_config,
+    config_options,
+    executor_options,
+    input_options,
+    open_executor,
+    output_options,
+)
 
 
 @click.command("match", short_help="Documents -> compatible templates.")
-@click.argument("documents", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("documents", nargs=-1, required=True, type=INPUT)
 @click.option("--index", "index_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder written by `fineinstructions index`.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the matches.")
 @click.option("--threshold", type=float, help="Minimum cosine for a candidate (default: the embedder's calibrated value).")
@@ -24,6 +32,7 @@ from fineinstructions.cli.options import build_config, config_options, input_opt
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @input_options
 @output_options
+@executor_options
 @config_options
 def match(documents, index_dir, output, threshold, num_chunks, complexity_distribution, seed, nprobe, limit, overwrite, quiet, **options) -> None:
     """Find compatible templates for each of the DOCUMENTS (files or folders, any
@@ -51,10 +60,11 @@ def match(documents, index_dir, output, threshold, num_chunks, complexity_distri
         },
     )
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
-    stats = run_match(
-        documents, index_dir, output, config, overwrite=overwrite, limit=limit,
-        show_progress=not quiet and sys.stderr.isatty(), log=log,
-    )
+    with open_executor(options, config) as executor:
+        stats = run_match(
+            documents, index_dir, output, config, overwrite=overwrite, limit=limit, executor=executor,
+            show_progress=not quiet and sys.stderr.isatty(), log=log,
+        )
     step = stats["match"]
     missing = step["vectors_without_match"]
     log(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -97,3 +98,54 @@ def _yaml_string(value: str) -> str:
     import json
 
     return json.dumps(value)  # a JSON string is a YAML string: field names stay strings
+
+
+class InputPath(click.ParamType):
+    """An input file or folder that exists, or an fsspec URL (``s3://bucket/docs/``)."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        from fineinstructions.io.formats import is_url
+
+        if is_url(value):
+            return value
+        return click.Path(exists=True).convert(value, param, ctx)
+
+
+INPUT = InputPath()
+
+
+def executor_options(command: Callable) -> Callable:
+    """--executor and --ray-address: where the stage's batches run."""
+    decorators = [
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Run here (local) or on a Ray cluster (ray; sized by the [ray] config section).",
+        ),
+        click.option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="With --executor ray: the cluster to join ('auto', 'ray://HOST:10001'); default: start one here.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+@contextmanager
+def open_executor(options: dict[str, Any], config, *, show_progress: bool = False) -> Iterator:
+    """The executor the options name, shut down (if it started Ray) when the command ends."""
+    from fineinstructions.execution.executor import make_executor
+
+    executor = make_executor(
+        options.get("executor") or "local", config.ray, address=options.get("ray_address"), show_progress=show_progress
+    )
+    try:
+        yield executor
+    finally:
+        executor.close()

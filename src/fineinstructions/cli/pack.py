@@ -6,7 +6,15 @@ import json
 
 import click
 
-from fineinstructions.cli.options import build_config, config_options, input_options, output_options
+from fineinstructions.cli.options import (
+    INPUT,
+    build_config,
+    config_options,
+    executor_options,
+    input_options,
+    open_executor,
+    output_options,
+)
 
 
 @click.command("pack", short_help="Pack judged pairs under the token budget.")
@@ -16,8 +24,8 @@ from fineinstructions.cli.options import build_config, config_options, input_opt
     "documents",
     multiple=True,
     required=True,
-    type=click.Path(exists=True),
-    help="The documents the pairs were made from (files or folders; repeatable).",
+    type=INPUT,
+    help="The documents the pairs were made from (files, folders or URLs; repeatable).",
 )
 @click.option("-o", "--output", "output", required=True, type=click.Path(), help="Output folder.")
 @click.option("--tokenizer", help="'embedded', a .gguf path, or a Hugging Face tokenizer name/path.")
@@ -26,6 +34,7 @@ from fineinstructions.cli.options import build_config, config_options, input_opt
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @input_options
 @output_options
+@executor_options
 @config_options
 def pack(pairs, documents, output, tokenizer, seed, overwrite, quiet, **options) -> None:
     """Pack judged PAIRS under their documents' token budget into the final dataset.
@@ -44,7 +53,8 @@ def pack(pairs, documents, output, tokenizer, seed, overwrite, quiet, **options)
             "pack.seed": seed,
         },
     )
-    run_pack(
-        pairs, documents, output, config, overwrite=overwrite,
-        log=(lambda message: None) if quiet else (lambda message: click.echo(f"{message}\ndataset: {output}", err=True)),
-    )
+    with open_executor(options, config) as executor:
+        run_pack(
+            pairs, documents, output, config, overwrite=overwrite, executor=executor,
+            log=(lambda message: None) if quiet else (lambda message: click.echo(f"{message}\ndataset: {output}", err=True)),
+        )

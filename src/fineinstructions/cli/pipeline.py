@@ -6,7 +6,15 @@ import sys
 
 import click
 
-from fineinstructions.cli.options import build_config, config_options, input_options, output_options
+from fineinstructions.cli.options import (
+    INPUT,
+    build_config,
+    config_options,
+    executor_options,
+    input_options,
+    open_executor,
+    output_options,
+)
 
 
 def _log(quiet: bool):
@@ -21,7 +29,7 @@ def _reasons(step: dict) -> str:
 @click.command("instantiate", short_help="Templates + documents -> grounded pairs.")
 @click.argument("matches", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--templates", "templates", multiple=True, required=True, type=click.Path(exists=True), help="The template bank the index was built from (folder or files; repeatable).")
-@click.option("--documents", "documents", multiple=True, required=True, type=click.Path(exists=True), help="The documents that were matched (files or folders; repeatable).")
+@click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="The documents that were matched (files, folders or URLs; repeatable).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the pairs.")
 @click.option("--mode", type=click.Choice(["prompted", "fineinstructions"]), help="Prompt mode (default: prompted).")
 @click.option("--constraint", type=click.Choice(["auto", "document", "schema", "none"]), help="How decoding is constrained (default: auto).")
@@ -30,6 +38,7 @@ def _reasons(step: dict) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @input_options
 @output_options
+@executor_options
 @config_options
 def instantiate(matches, templates, documents, output, mode, constraint, min_excerpt_ratio, overwrite, quiet, **options) -> None:
     """Write an instruction and a grounded answer for every match in MATCHES (the folder
@@ -49,10 +58,11 @@ def instantiate(matches, templates, documents, output, mode, constraint, min_exc
         extra={"instantiate.mode": mode, "instantiate.constraint": constraint, "instantiate.min_excerpt_ratio": min_excerpt_ratio},
     )
     log = _log(quiet)
-    stats = run_instantiate(
-        matches, templates, documents, output, config, overwrite=overwrite,
-        show_progress=not quiet and sys.stderr.isatty(), log=log,
-    )
+    with open_executor(options, config) as executor:
+        stats = run_instantiate(
+            matches, templates, documents, output, config, overwrite=overwrite, executor=executor,
+            show_progress=not quiet and sys.stderr.isatty(), log=log,
+        )
     step = stats["instantiate"]
     log(
         f"instantiated {step['in']} matches of {step['documents']} documents: {step['out']} grounded pairs; "
@@ -71,6 +81,7 @@ def instantiate(matches, templates, documents, output, mode, constraint, min_exc
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @output_options
+@executor_options
 @config_options
 def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -> None:
     """Score each pair in PAIRS from 1 (off-topic) to 5 (fully answers, nothing
@@ -80,7 +91,11 @@ def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -
 
     config = build_config(options, extra={"judge.min_score": min_score, "judge.format": judge_format})
     log = _log(quiet)
-    stats = run_judge(pairs, output, config, overwrite=overwrite, show_progress=not quiet and sys.stderr.isatty(), log=log)
+    with open_executor(options, config) as executor:
+        stats = run_judge(
+            pairs, output, config, overwrite=overwrite, executor=executor,
+            show_progress=not quiet and sys.stderr.isatty(), log=log,
+        )
     step = stats["judge"]
     log(
         f"judged {step['in']} pairs: kept {step['out']} (score >= {step['min_score']}); "
@@ -89,14 +104,15 @@ def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -
 
 
 @click.command("run", short_help="Run every stage, resumably.")
-@click.option("--queries", "queries", multiple=True, required=True, type=click.Path(exists=True), help="Query files or folders (repeatable).")
-@click.option("--documents", "documents", multiple=True, required=True, type=click.Path(exists=True), help="Document files or folders (repeatable).")
+@click.option("--queries", "queries", multiple=True, required=True, type=INPUT, help="Query files, folders or URLs (repeatable).")
+@click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="Document files, folders or URLs (repeatable).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for every stage's output.")
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @input_options
 @output_options
+@executor_options
 @config_options
 def run(queries, documents, output, overwrite, no_report, quiet, **options) -> None:
     """Run the whole pipeline: templatize the queries, index the templates, match the
@@ -111,10 +127,11 @@ def run(queries, documents, output, overwrite, no_report, quiet, **options) -> N
 
     config = build_config(options)
     log = _log(quiet)
-    stats = run_pipeline(
-        queries, documents, output, config, overwrite=overwrite, report=not no_report,
-        show_progress=not quiet and sys.stderr.isatty(), log=log,
-    )
+    with open_executor(options, config) as executor:
+        stats = run_pipeline(
+            queries, documents, output, config, overwrite=overwrite, report=not no_report, executor=executor,
+            show_progress=not quiet and sys.stderr.isatty(), log=log,
+        )
     print_funnel(stats, output, log)
 
 

@@ -6,11 +6,19 @@ import json
 
 import click
 
-from fineinstructions.cli.options import build_config, config_options, input_options, output_options
+from fineinstructions.cli.options import (
+    INPUT,
+    build_config,
+    config_options,
+    executor_options,
+    input_options,
+    open_executor,
+    output_options,
+)
 
 
 @click.command("templatize", short_help="Queries -> validated instruction templates.")
-@click.argument("queries", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("queries", nargs=-1, required=True, type=INPUT)
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the template bank.")
 @click.option(
     "--protected",
@@ -28,6 +36,7 @@ from fineinstructions.cli.options import build_config, config_options, input_opt
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @input_options
 @output_options
+@executor_options
 @config_options
 def templatize(
     queries, output, protected, protected_field, ngram, near_dup_threshold, moderation, mode, limit, overwrite, quiet, **options
@@ -58,15 +67,17 @@ def templatize(
         },
     )
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
-    stats = run_templatize(
-        queries,
-        output,
-        config,
-        overwrite=overwrite,
-        limit=limit,
-        show_progress=not quiet and sys.stderr.isatty(),
-        log=log,
-    )
+    with open_executor(options, config) as executor:
+        stats = run_templatize(
+            queries,
+            output,
+            config,
+            overwrite=overwrite,
+            limit=limit,
+            executor=executor,
+            show_progress=not quiet and sys.stderr.isatty(),
+            log=log,
+        )
     step = stats["templatize"]
     histogram = ", ".join(f"{k}: {v}" for k, v in stats["complexity_histogram"].items()) or "none"
     failed = ", ".join(f"{k} {v}" for k, v in step["failed"].items()) or "none"

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.execution.progress import Progress
-from fineinstructions.execution.templatize import batched
 from fineinstructions.index import IndexBuilder, settings_for
 from fineinstructions.io import read_rows, write_json
 from fineinstructions.io.writers import prepare_output_dir
@@ -36,10 +36,45 @@ def _unit_hash(text: str) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") / 2**64
 
 
-def _templates(paths: Sequence[str | Path]) -> Iterator[TemplateRow]:
-    for row in read_rows(paths, TemplateRow):
-        if row.compatible_document_description.strip():
-            yield row
+@dataclass
+class EmbedTask:
+    """Embedding one batch of templates' descriptions (all of them, or the training
+    sample: those whose id hashes below ``sample``), as a worker runs it."""
+
+    config: Config
+    sample: float | None = None
+    embedder: Embedder | None = None  # a ready embedder (tests, the local executor), used only in this process
+    stage: str = "index"
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.index.batch_size
+
+    def start(self, place) -> Callable[[list[TemplateRow]], dict | None]:
+        embedder = self.embedder
+        if embedder is None:
+            from fineinstructions.models.embedder import make_embedder
+
+            embedder = make_embedder(self.config.embed)
+        sample = self.sample
+
+        def embed(rows: list[TemplateRow]) -> dict | None:
+            rows = [
+                row for row in rows
+                if row.compatible_document_description.strip() and (sample is None or sample >= 1.0 or _unit_hash(row.id) < sample)
+            ]
+            if not rows:
+                return None
+            tick = time.monotonic()
+            vectors = embedder.embed([row.compatible_document_description for row in rows])
+            return {
+                "ids": [row.id for row in rows],
+                "complexity": [row.complexity for row in rows],
+                "vectors": vectors,
+                "seconds": time.monotonic() - tick,
+            }
+
+        return embed
 
 
 def run_index(
@@ -49,11 +84,15 @@ def run_index(
     *,
     overwrite: bool = False,
     embedder: Embedder | None = None,
+    executor=None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Index the templates in ``template_paths`` (bank folders or shard files) into the
     folder ``output``. Returns the stats also written to ``output/stats.json``."""
+    from fineinstructions.execution.executor import Files, LocalExecutor
+
+    executor = executor or LocalExecutor()
     out = prepare_output_dir(output, overwrite=overwrite)
     for name in ("index.json", "index.faiss"):
         (out / name).unlink(missing_ok=True)  # index.json marks completion: never leave an old one
@@ -85,46 +124,42 @@ def run_index(
     )
     builder = IndexBuilder(settings, embedder.identity)
     embed_seconds = 0.0
+    source = Files(tuple(map(str, template_paths)), "rows", row_type=TemplateRow)
+    # Embedding runs on the executor's workers; the index itself is built here.
+    local = embedder if executor.kind == "local" else None
     if builder.needs_training:
-        sample = [
-            row.compatible_document_description
-            for row in _templates(template_paths)
-            if train_fraction >= 1.0 or _unit_hash(row.id) < train_fraction
-        ]
-        if len(sample) < (settings.nlist or 1):
+        progress = Progress("index: training sample", unit="templates", enabled=show_progress)
+        vectors = []
+        for item in executor.map(source, EmbedTask(config, train_fraction, local)):
+            vectors.append(item["vectors"])
+            embed_seconds += item["seconds"]
+            progress.update(len(item["ids"]))
+        progress.close()
+        sample = sum(len(v) for v in vectors)
+        if sample < (settings.nlist or 1):
             raise UserError(
-                f"only {len(sample)} templates were sampled to train {settings.nlist} cells.\n"
+                f"only {sample} templates were sampled to train {settings.nlist} cells.\n"
                 "  fix: raise index.train_size, lower index.nlist, or use index.kind=flat"
             )
-        progress = Progress("index: training sample", total=len(sample), unit="templates", enabled=show_progress)
-        vectors = []
-        for batch in batched(sample, section.batch_size):
-            tick = time.monotonic()
-            vectors.append(embedder.embed(batch))
-            embed_seconds += time.monotonic() - tick
-            progress.update(len(batch))
-        progress.close()
         tick = time.monotonic()
         builder.train(np.concatenate(vectors))
-        log(f"index: trained on {len(sample)} templates in {time.monotonic() - tick:.1f}s")
+        log(f"index: trained on {sample} templates in {time.monotonic() - tick:.1f}s")
     progress = Progress("index", total=count, unit="templates", enabled=show_progress)
     seen: set[str] = set()
     duplicates = 0
-    for batch in batched(_templates(template_paths), section.batch_size):
-        fresh = []
-        for row in batch:
-            if row.id in seen:
+    for item in executor.map(source, EmbedTask(config, None, local)):
+        embed_seconds += item["seconds"]
+        keep = []
+        for i, template_id in enumerate(item["ids"]):
+            if template_id in seen:
                 duplicates += 1
                 continue
-            seen.add(row.id)
-            fresh.append(row)
-        if not fresh:
+            seen.add(template_id)
+            keep.append(i)
+        if not keep:
             continue
-        tick = time.monotonic()
-        vectors = embedder.embed([row.compatible_document_description for row in fresh])
-        embed_seconds += time.monotonic() - tick
-        builder.add(vectors, [row.id for row in fresh], [row.complexity for row in fresh])
-        progress.update(len(fresh))
+        builder.add(item["vectors"][keep], [item["ids"][i] for i in keep], [item["complexity"][i] for i in keep])
+        progress.update(len(keep))
     progress.close()
     seconds = time.monotonic() - started
     index = builder.finish(sources=[str(p) for p in template_paths])

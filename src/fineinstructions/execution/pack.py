@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,12 +18,29 @@ from fineinstructions import __version__
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.execution.ledger import data_files
-from fineinstructions.io import ReadStats, ShardWriter, read_documents, read_rows, write_json
+from fineinstructions.io import ReadStats, ShardWriter, read_rows, write_json
 from fineinstructions.io.writers import atomic_write, prepare_output_dir
 from fineinstructions.pack import PAIR_FORMAT
-from fineinstructions.records import PairRow
-from fineinstructions.stages.pack import pack_stage
+from fineinstructions.records import DocumentRow, PairRow
+from fineinstructions.stages.pack import pack_stage, with_token_counts
 from fineinstructions.tokens import load_token_counter
+
+
+@dataclass
+class CountTask:
+    """Counting the tokens of a batch of documents; gives them back without their text."""
+
+    config: Config
+    stage: str = "pack"
+    batch_size: int = 256
+
+    def start(self, place) -> Callable[[list[DocumentRow]], list[DocumentRow]]:
+        counter = load_token_counter(self.config.pack.tokenizer)
+
+        def count(documents: list[DocumentRow]) -> list[DocumentRow]:
+            return [replace(d, text="") for d in with_token_counts(documents, counter)]
+
+        return count
 
 
 def run_pack(
@@ -32,16 +50,21 @@ def run_pack(
     config: Config,
     *,
     overwrite: bool = False,
+    executor=None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Pack the pairs; returns the stats also written to ``output/stats.json``."""
     out = prepare_output_dir(output, overwrite=overwrite)
     (out / "stats.json").unlink(missing_ok=True)  # written last: it marks a finished dataset
+    from fineinstructions.execution.executor import Files, LocalExecutor
+
+    executor = executor or LocalExecutor()
     tick = time.monotonic()
     read_stats = ReadStats()
-    documents = list(
-        read_documents(document_paths, fields=config.input.field_mapping(), stats=read_stats, on_error=config.input.on_error)
-    )
+    # Counting the documents' tokens (the corpus's budget) is the work of this stage: it
+    # runs on the executor's workers; the running budget is then kept here, in order.
+    source = Files(tuple(map(str, document_paths)), "documents", fields=config.input.field_mapping(), on_error=config.input.on_error)
+    documents = [row for rows in executor.map(source, CountTask(config), read_stats) for row in rows]
     pairs = [row for path in data_files(pair_paths) for row in read_rows([path], PairRow)]
     counter = load_token_counter(config.pack.tokenizer)
     try:

@@ -70,9 +70,16 @@ def run_pipeline(
     overwrite: bool = False,
     show_progress: bool = True,
     report: bool = True,
+    executor=None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run (or resume) the whole pipeline into ``output``; returns the run's stats."""
+    """Run (or resume) the whole pipeline into ``output``; returns the run's stats.
+
+    ``executor`` runs the stages' batches (default: in this process; a
+    :class:`~fineinstructions.execution.executor.RayExecutor` runs them on a cluster).
+    The same inputs and configuration give the same rows either way."""
+    from fineinstructions.config import RayConfig
+    from fineinstructions.execution.executor import LocalExecutor, resolved
     from fineinstructions.execution.index import run_index
     from fineinstructions.execution.instantiate import run_instantiate
     from fineinstructions.execution.judge import run_judge
@@ -80,14 +87,18 @@ def run_pipeline(
     from fineinstructions.execution.pack import run_pack
     from fineinstructions.execution.templatize import beside, run_templatize
 
+    executor = executor or LocalExecutor()
     out = Path(output)
     config_text = config_as_toml(config)
+    # Where and how fast it runs ([ray]) changes no row: a run may resume elsewhere.
+    output_config = config_as_toml(config.model_copy(update={"ray": RayConfig()}))
     manifest = {
         "fineinstructions": __version__,
-        "queries": [str(Path(p).resolve()) for p in query_paths],
-        "documents": [str(Path(p).resolve()) for p in document_paths],
-        "config_sha256": hashlib.sha256(config_text.encode("utf-8")).hexdigest(),
+        "queries": [resolved(p) for p in query_paths],
+        "documents": [resolved(p) for p in document_paths],
+        "config_sha256": hashlib.sha256(output_config.encode("utf-8")).hexdigest(),
         "config": config_text,
+        "executor": executor.kind,
     }
     _prepare(out, manifest, overwrite)
     folders = {name: out / name for name in STAGES}
@@ -105,7 +116,7 @@ def run_pipeline(
         stage_seconds[name] = round(time.monotonic() - tick, 2)
         return result
 
-    options = dict(show_progress=show_progress, log=log)
+    options = dict(show_progress=show_progress, log=log, executor=executor)
     templates = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, overwrite=True, **options))
     if not templates["templatize"]["out"]:
         raise UserError(
@@ -125,7 +136,9 @@ def run_pipeline(
     judged = stage("judged", lambda: run_judge([folders["pairs"]], folders["judged"], config, **options))
     dataset = stage(
         "dataset",
-        lambda: run_pack([folders["judged"]], document_paths, folders["dataset"], config, overwrite=True, log=log),
+        lambda: run_pack(
+            [folders["judged"]], document_paths, folders["dataset"], config, overwrite=True, executor=executor, log=log
+        ),
     )
     stats = summarize(templates, index, matches, pairs, judged, dataset)
     stats["seconds_this_run"] = round(time.monotonic() - started, 2)

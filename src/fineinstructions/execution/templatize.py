@@ -19,14 +19,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from fineinstructions.config import Config
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.rejects import RejectsFile
-from fineinstructions.io import ReadStats, ShardWriter, read_queries, write_json
+from fineinstructions.io import ReadStats, ShardWriter, write_json
 from fineinstructions.io.writers import prepare_output_dir
+from fineinstructions.models.cache import merge_caches
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
 from fineinstructions.stages.dedup import normalize_query
@@ -59,6 +61,46 @@ def make_templatizer(config: Config, llm: LLM) -> Templatizer:
     )
 
 
+@dataclass
+class TemplatizeTask:
+    """Templatizing one batch of queries, as a worker runs it (see :mod:`.executor`)."""
+
+    config: Config
+    cache: Path | None
+    llm: LLM | None = None  # a ready backend (tests), used only in this process
+    stage: str = "templatize"
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.templatize.batch_size
+
+    def start(self, place) -> Callable[[list[QueryRow]], dict]:
+        llm = self.llm
+        owns = llm is None
+        if llm is None:
+            from fineinstructions.models.factory import make_llm
+
+            path, shared = place.cache(self.cache)
+            llm = make_llm(self.config.templatize.llm, cache_path=path, shared_cache=shared)
+        return _TemplatizeWorker(make_templatizer(self.config, llm), llm, owns)
+
+
+@dataclass
+class _TemplatizeWorker:
+    templatizer: Templatizer
+    llm: LLM
+    owns_llm: bool
+
+    def __call__(self, queries: list[QueryRow]) -> dict:
+        tick = time.monotonic()
+        result = self.templatizer(queries)
+        return {"result": result, "queries": len(queries), "seconds": time.monotonic() - tick}
+
+    def close(self) -> None:
+        if self.owns_llm:
+            self.llm.close()
+
+
 def run_templatize(
     query_paths: Sequence[str | Path],
     output: str | Path,
@@ -67,6 +109,7 @@ def run_templatize(
     overwrite: bool = False,
     limit: int | None = None,
     llm: LLM | None = None,
+    executor=None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -77,25 +120,29 @@ def run_templatize(
     """
     out = prepare_output_dir(output, overwrite=overwrite)
     rejects_path = beside(out, ".rejects.jsonl")
-    owns_llm = llm is None
-    if llm is None:
-        from fineinstructions.models.factory import make_llm
+    from fineinstructions.execution.executor import Files, Items, LocalExecutor, worker_caches
 
-        llm = make_llm(config.templatize.llm, cache_path=beside(out, ".cache.sqlite"))
+    executor = executor or LocalExecutor()
+    cache = beside(out, ".cache.sqlite") if config.templatize.llm.cache else None
+    if cache is not None:
+        merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
     read_stats = ReadStats()
-    queries: Iterable[QueryRow] = read_queries(
-        query_paths,
-        fields=config.input.field_mapping(),
-        stats=read_stats,
-        on_error=config.input.on_error,
+    queries: Iterable[QueryRow] = executor.rows(
+        Files(tuple(map(str, query_paths)), "queries", fields=config.input.field_mapping(), on_error=config.input.on_error),
+        read_stats,
     )
     if limit is not None:
         queries = itertools.islice(queries, limit)
     query_filter = QueryFilter.from_config(config.queries)
-    templatizer = make_templatizer(config, llm)
+    if llm is None:
+        from fineinstructions.models.factory import make_llm
+
+        templatizer = make_templatizer(config, make_llm(config.templatize.llm))  # names it; loads nothing
+    else:
+        templatizer = make_templatizer(config, llm)
     log(
         f"templatize: {templatizer.model}, {templatizer.mode} mode, prompt "
-        f"{templatizer.prompt_version}, constraint {templatizer.constraint}"
+        f"{templatizer.prompt_version}, constraint {templatizer.constraint}, executor {executor.kind}"
     )
 
     progress = Progress("templatize", unit="queries", enabled=show_progress)
@@ -112,15 +159,19 @@ def run_templatize(
         ) as writer,
         RejectsFile(rejects_path) as rejects,
     ):
-        for batch in batched(queries, config.templatize.batch_size):
-            kept, dropped = query_filter.filter(batch)
-            rejects.write(_dropped_query(query, reason) for query, reason in dropped)
-            if not kept:
-                continue
-            started = time.monotonic()
-            result = templatizer(kept)
-            model_seconds += time.monotonic() - started
-            templatize_in += len(kept)
+        def kept() -> Iterator[QueryRow]:
+            # The filters keep state (the queries seen so far), so they run here, in order.
+            for batch in batched(queries, config.templatize.batch_size):
+                passed, dropped = query_filter.filter(batch)
+                rejects.write(_dropped_query(query, reason) for query, reason in dropped)
+                yield from passed
+
+        # Here the queries stream through; a cluster is given them all at once.
+        source = Items(kept() if executor.kind == "local" else list(kept()))
+        for item in executor.map(source, TemplatizeTask(config, cache, llm)):
+            result = item["result"]
+            model_seconds += item["seconds"]
+            templatize_in += item["queries"]
             failed.update(result.failed)
             tokens.update(
                 prompt=result.prompt_tokens,
@@ -140,13 +191,13 @@ def run_templatize(
             histogram.update(t.complexity for t in new)
             rejects.write(result.rejects)
             progress.update(
-                len(kept),
+                item["queries"],
                 tokens=result.completion_tokens,
                 extra=f"{sum(histogram.values())} templates, {sum(failed.values())} rejected",
             )
     progress.close()
-    if owns_llm:
-        llm.close()
+    if cache is not None:
+        merge_caches(cache, worker_caches(cache))
 
     filter_stats = query_filter.stats
     out_count = sum(histogram.values())

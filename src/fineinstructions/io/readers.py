@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 from fineinstructions.errors import InputError
-from fineinstructions.io.formats import SUPPORTED_SUFFIXES, file_name, format_suffix, is_url, read_raw
+from fineinstructions.io.formats import (
+    SUPPORTED_SUFFIXES,
+    file_name,
+    format_suffix,
+    is_url,
+    read_raw,
+)
 from fineinstructions.records import DocumentRow, QueryRow, from_table
 
 OnError = Literal["raise", "skip"]
