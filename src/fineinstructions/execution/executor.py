@@ -19,6 +19,7 @@ whichever executor ran them, so both give the same rows in the same layout.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import pickle
 import socket
@@ -335,7 +336,7 @@ class RayExecutor:
         self.started = False
         if not ray.is_initialized():
             address = address or config.address
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if address:
                 options["address"] = address
             elif config.num_cpus:
@@ -350,6 +351,8 @@ class RayExecutor:
             self.started = True
         from ray.data import DataContext
 
+        if not show_progress:  # this package's own lines say what runs; Ray's say it again
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         context = DataContext.get_current()
         context.execution_options.preserve_order = config.preserve_order
         context.enable_progress_bars = show_progress
@@ -380,6 +383,8 @@ class RayExecutor:
             raise user_error(error) or error from None
 
     def map(self, source: Source, task: Task, stats: ReadStats | None = None) -> Iterator[Any]:
+        import ray
+
         stats = stats if stats is not None else ReadStats()
         on_error = source.on_error if isinstance(source, Files) else "raise"
         resources = getattr(self.config, task.stage)
@@ -390,7 +395,7 @@ class RayExecutor:
             fn_constructor_args=(task,),
             batch_size=batch_size,
             batch_format="pyarrow",
-            concurrency=resources.actors,
+            compute=ray.data.ActorPoolStrategy(size=resources.actors),
             num_cpus=resources.cpus_per_actor,
             num_gpus=resources.gpus_per_actor or None,
         )
