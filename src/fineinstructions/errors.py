@@ -45,6 +45,13 @@ class InputError(UserError):
             message += f"\n  fix: {fix}"
         super().__init__(message)
 
+    def __reduce__(self):  # rebuilt with its fields when it crosses processes (Ray workers)
+        return _input_error, (self.path, self.problem, self.location, self.field, self.fix)
+
+
+def _input_error(path: str, problem: str, location: str | None, field: str | None, fix: str | None) -> InputError:
+    return InputError(path, problem, location=location, field=field, fix=fix)
+
 
 class ConfigError(UserError):
     """A configuration file or override is invalid."""
@@ -56,10 +63,14 @@ class MissingDependencyError(UserError):
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         self.package = package
         self.extra = extra
+        self.purpose = purpose
         super().__init__(
             f"{purpose} needs the Python package {package!r}, which is not installed.\n"
             f"  fix: pip install 'fineinstructions[{extra}]'"
         )
+
+    def __reduce__(self):
+        return MissingDependencyError, (self.package, self.extra, self.purpose)
 
 
 class TemplateSyntaxError(FineInstructionsError, ValueError):
@@ -69,3 +80,6 @@ class TemplateSyntaxError(FineInstructionsError, ValueError):
         self.text = text
         self.problems = list(problems)
         super().__init__("invalid template: " + "; ".join(self.problems))
+
+    def __reduce__(self):
+        return TemplateSyntaxError, (self.text, self.problems)

@@ -139,3 +139,20 @@ def test_a_worker_killed_mid_stage_is_retried_without_losing_or_repeating_rows(i
     markers = [json.loads(p.read_text()) for p in (out / ".shards").glob("[0-9]*.json")]
     covered = [d for m in markers for d in m["inputs"]]
     assert len(covered) == len(set(covered)) == stats["documents"]  # every document in one shard exactly
+
+
+def test_a_bad_input_row_read_on_ray_is_the_same_clear_error(cluster, local_run, tmp_path):
+    from fineinstructions.errors import InputError, UserError
+    from fineinstructions.execution.match import run_match
+
+    local, _ = local_run
+    bad = tmp_path / "documents.jsonl"
+    bad.write_text('{"id": "a", "text": "a document"}\n{"id": "b", "body": "no text field"}\n')
+    config = load_config("embedded", overrides=TWO_WORKERS)
+    with pytest.raises(InputError) as caught:
+        run_match([bad], local / "index", tmp_path / "m", config, executor=RayExecutor(config.ray), show_progress=False, log=lambda m: None)
+    assert str(caught.value).startswith(f"{bad}, line 2: field 'text': missing")
+
+    too_big = load_config("embedded", overrides=["ray.match.actors=3"])
+    with pytest.raises(UserError, match=r"ray.match: 3 worker\(s\) x 1.0 CPU .* do not fit the cluster \(2 CPUs"):
+        run_match([bad], local / "index", tmp_path / "m2", too_big, executor=RayExecutor(too_big.ray), show_progress=False, log=lambda m: None)

@@ -351,8 +351,10 @@ class RayExecutor:
             self.started = True
         from ray.data import DataContext
 
-        if not show_progress:  # this package's own lines say what runs; Ray's say it again
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        if not show_progress:
+            # This package's lines say what runs, and a failure is raised to the caller
+            # with its own message: Ray Data's logging would say both again, at length.
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         context = DataContext.get_current()
         context.execution_options.preserve_order = config.preserve_order
         context.enable_progress_bars = show_progress
