@@ -291,6 +291,20 @@ class _RayWorker:
     """One actor of a stage's pool: builds the task's worker once, then maps batches."""
 
     def __init__(self, task: Task) -> None:
+        import ray
+
+        # Models use the CPUs Ray reserved for this worker, not every core of the machine
+        # (two workers on a 2-core machine would otherwise run 4 threads and thrash).
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        threads = str(max(1, round(cpus)))
+        os.environ["FINEINSTRUCTIONS_THREADS"] = threads
+        os.environ["OMP_NUM_THREADS"] = threads
+        try:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        except ImportError:
+            pass
         place = Place(worker_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", distributed=True)
         self.function = task.start(place)
 
@@ -425,7 +439,7 @@ class RayExecutor:
                 f"{resources.gpus_per_actor} GPU, plus {self.config.read_cpus} CPU to read, do not fit the "
                 f"cluster ({cpus:g} CPUs, {gpus:g} GPUs).\n"
                 f"  fix: lower ray.{stage}.actors or ray.{stage}.cpus_per_actor (for example "
-                f"--set ray.{stage}.cpus_per_actor={max(0.1, (cpus - self.config.read_cpus) / max(resources.actors, 1)):.2g}), "
+                f"--set ray.{stage}.cpus_per_actor={_fitting(cpus - self.config.read_cpus, resources.actors)}), "
                 "or add machines"
             )
 
@@ -435,6 +449,11 @@ class RayExecutor:
 
             ray.shutdown()
             self.started = False
+
+
+def _fitting(cpus: float, actors: int) -> float:
+    """The CPUs per worker that fit, rounded down to a hundredth (at least 0.01)."""
+    return max(0.01, int(cpus / max(actors, 1) * 100) / 100)
 
 
 Executor = LocalExecutor | RayExecutor

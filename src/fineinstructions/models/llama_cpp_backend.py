@@ -44,7 +44,9 @@ class LlamaCppLLM:
     ) -> None:
         self.model = model
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        # A cluster worker runs on the CPUs reserved for it (FINEINSTRUCTIONS_THREADS),
+        # not on every core of a machine it shares with other workers.
+        self.n_threads = n_threads or int(os.environ.get("FINEINSTRUCTIONS_THREADS", 0)) or max(1, os.cpu_count() or 1)
         self.n_batch = n_batch
         self._llm = None
         self._formatter = None
