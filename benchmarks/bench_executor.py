@@ -89,18 +89,22 @@ def main() -> None:
             executor=executor, show_progress=False, log=quiet,
         )
         pair_seconds = time.monotonic() - tick
-        table.append((kind, workers, "match", match["match"]["in"], match_seconds, match["match"]["matches"]))
-        table.append((kind, workers, "instantiate", pairs["instantiate"]["in"], pair_seconds, pairs["instantiate"]["out"]))
+        # "busy": the seconds workers spent inside batches, summed over workers.
+        table.append((kind, workers, "match", match["match"]["in"], match_seconds, match["match"]["seconds"]))
+        table.append((kind, workers, "instantiate", pairs["instantiate"]["in"], pair_seconds, pairs["instantiate"]["seconds"]))
         print(f"  {kind} x{workers}: match {match_seconds:.1f}s, instantiate {pair_seconds:.1f}s", flush=True)
     ray.shutdown()
 
     local = {stage: seconds for kind, _, stage, _, seconds, _ in table if kind == "local"}
     print()
-    print(f"{'stage':<12} {'executor':<9} {'workers':>7} {'rows in':>8} {'out':>5} {'seconds':>8} {'rows/s':>8} {'rows/s/worker':>14} {'vs local':>9}")
-    for kind, workers, stage, rows, seconds, out_rows in table:
+    print("wall: the stage's time in the driver, worker start-up and model loading included;")
+    print("busy: seconds spent inside batches, summed over the workers (rows/s per worker = rows / busy)")
+    print(f"{'stage':<12} {'executor':<9} {'workers':>7} {'rows':>5} {'wall s':>7} {'rows/s':>7} {'busy s':>7} {'rows/s per worker':>18} {'wall vs local':>14}")
+    for kind, workers, stage, rows, seconds, busy in table:
         rate = rows / seconds if seconds else 0.0
         versus = f"{seconds / local[stage]:.2f}x" if kind != "local" else "1.00x"
-        print(f"{stage:<12} {kind:<9} {workers:>7} {rows:>8} {out_rows:>5} {seconds:>8.1f} {rate:>8.2f} {rate / workers:>14.2f} {versus:>9}")
+        per_worker = rows / busy if busy else 0.0
+        print(f"{stage:<12} {kind:<9} {workers:>7} {rows:>5} {seconds:>7.1f} {rate:>7.2f} {busy:>7.1f} {per_worker:>18.2f} {versus:>14}")
     reference = rows_of(work / "local-1")
     for kind, workers in runs[1:]:
         same = rows_of(work / f"{kind}-{workers}") == reference

@@ -156,3 +156,20 @@ def test_a_bad_input_row_read_on_ray_is_the_same_clear_error(cluster, local_run,
     too_big = load_config("embedded", overrides=["ray.match.actors=3"])
     with pytest.raises(UserError, match=r"ray.match: 3 worker\(s\) x 1.0 CPU .* do not fit the cluster \(2 CPUs"):
         run_match([bad], local / "index", tmp_path / "m2", too_big, executor=RayExecutor(too_big.ray), show_progress=False, log=lambda m: None)
+
+
+def test_a_stage_command_joins_a_running_cluster(cluster, local_run, tmp_path):
+    import subprocess
+    import sys
+
+    local, _ = local_run
+    address = ray.get_runtime_context().gcs_address
+    executable = str(Path(sys.executable).with_name("fineinstructions"))
+    command = [
+        executable, "judge", str(local / "pairs"), "-o", str(tmp_path / "judged"),
+        "--executor", "ray", "--ray-address", address, *sum((["--set", s] for s in SETTINGS), []),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "executor ray" in done.stderr and "judged " in done.stderr
+    assert sorted(rows(tmp_path / "judged"), key=lambda r: r["id"]) == sorted(rows(local / "judged"), key=lambda r: r["id"])

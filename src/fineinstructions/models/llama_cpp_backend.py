@@ -84,6 +84,7 @@ class LlamaCppLLM:
             model_path=str(self.model_path),
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
             n_batch=self.n_batch,
             verbose=False,
         )
