@@ -76,7 +76,8 @@ def main() -> None:
     runs: list[tuple[str, int]] = [("local", 1)] + [("ray", n) for n in args.workers]
     table = []
     for kind, workers in runs:
-        per_worker_cpus = math.floor(min(1.0, (args.cpus - 0.25) / workers) * 100) / 100
+        # The workers share what the local executor had: every CPU but the readers' share.
+        per_worker_cpus = math.floor((args.cpus - 0.25) / workers * 100) / 100
         config = load_config("embedded", overrides=base + settings(workers, per_worker_cpus))
         executor = LocalExecutor() if kind == "local" else RayExecutor(config.ray)
         out = work / f"{kind}-{workers}"

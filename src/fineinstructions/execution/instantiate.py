@@ -1,12 +1,13 @@
 """Run the instantiate stage: matches + templates + documents → grounded pairs, resumably.
 
 The matches are read whole (a few rows per document), the templates they name are
-looked up in the bank, and the documents stream from their files in order. Documents
-that have matches are cut into shards of ``instantiate.shard_size``; each shard's
-requests go to the model grouped by document (document first in the prompt, so a
-document's prefix is computed once) and the shard is committed with a completion marker
-(:mod:`.ledger`). Running the command again after a crash skips finished shards, and
-the request cache (``PAIRS_DIR.cache.sqlite``) answers the calls that had completed.
+looked up in the bank, and the documents stream from their files in order, in batches of
+``instantiate.shard_size`` (here or on the executor's workers). The matched documents of
+a batch form a shard: its requests go to the model grouped by document (document first
+in the prompt, so a document's prefix is computed once) and it is committed with a
+completion marker listing its documents (:mod:`.ledger`). Running the command again
+after a crash skips those documents, and the request cache (``PAIRS_DIR.cache.sqlite``)
+answers the calls that had completed.
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ class _InstantiateWorker:
             self.llm.close()
 
 
-def _unloaded(config) -> LLM:
+def unloaded_llm(config) -> LLM:
+    """The configured backend, not loaded: it names the model and what it supports."""
     from fineinstructions.models.factory import make_llm
 
     return make_llm(config)
@@ -203,7 +205,7 @@ def run_instantiate(
         merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
     task = InstantiateTask(config, pending, templates, cache, llm)
     # Names the model and the constraint; the backend loads nothing until it is used.
-    described = make_instantiator(config, llm if llm is not None else _unloaded(section.llm))
+    described = make_instantiator(config, llm if llm is not None else unloaded_llm(section.llm))
     total_requests = sum(len(rows) for rows in pending.values())
     log(
         f"instantiate: {len(matches)} documents, {sum(len(r) for r in matches.values())} matches; "

@@ -1,9 +1,10 @@
 """Run the judge stage: pairs → judged pairs scoring at least ``judge.min_score``, resumably.
 
-Each input pair file is one shard: its kept pairs go to the shard of the same number,
-committed with a completion marker (:mod:`.ledger`), so a crashed run resumes at the
-first unfinished file and the request cache (``JUDGED_DIR.cache.sqlite``) answers the
-calls that had completed.
+Pairs are judged in batches of ``judge.batch_size`` (here or on the executor's workers);
+each batch's kept pairs and rejects are committed as one shard with a completion marker
+listing the pairs it judged (:mod:`.ledger`). A crashed run resumes by skipping those
+pairs, and the request cache (``JUDGED_DIR.cache.sqlite``) answers the calls that had
+completed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.execution.executor import Executor, Files, LocalExecutor, Place, worker_caches
-from fineinstructions.execution.instantiate import _unloaded
+from fineinstructions.execution.instantiate import unloaded_llm
 from fineinstructions.execution.ledger import LEDGER_VERSION, ShardLedger, add_counts, data_files
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.templatize import beside
@@ -126,7 +127,7 @@ def run_judge(
     cache = beside(out, ".cache.sqlite") if section.llm.cache else None
     if cache is not None:
         merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
-    judge = make_judge(config, llm if llm is not None else _unloaded(section.llm))
+    judge = make_judge(config, llm if llm is not None else unloaded_llm(section.llm))
     log(
         f"judge: {len(files)} pair file(s); {judge.model}, {judge.format} format, prompt {judge.prompt_version}, "
         f"keep >= {judge.min_score}, executor {executor.kind}" + (f"; resuming: {len(done)} pairs were judged" if done else "")
