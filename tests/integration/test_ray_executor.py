@@ -173,3 +173,15 @@ def test_a_stage_command_joins_a_running_cluster(cluster, local_run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "executor ray" in done.stderr and "judged " in done.stderr
     assert sorted(rows(tmp_path / "judged"), key=lambda r: r["id"]) == sorted(rows(local / "judged"), key=lambda r: r["id"])
+
+
+def test_documents_given_as_a_url_are_read_by_ray_data(cluster, inputs, local_run, tmp_path):
+    from fineinstructions.execution.match import run_match
+
+    local, _ = local_run
+    config = load_config("embedded", overrides=SETTINGS)
+    url = inputs[1].resolve().as_uri()  # file:///…: read through fsspec, as s3:// would be
+    stats = run_match([url], local / "index", tmp_path / "matches", config, executor=RayExecutor(config.ray),
+                      show_progress=False, log=lambda m: None)
+    assert stats["read_documents"]["records"] == 4
+    assert rows(tmp_path / "matches") == rows(local / "matches")
