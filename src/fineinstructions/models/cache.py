@@ -144,9 +144,9 @@ def merge_caches(main: str | Path, folder: str | Path) -> int:
     its rows are committed to ``main``, and adding a row twice is a no-op."""
     folder = Path(folder)
     parts = sorted(folder.glob("*.sqlite")) if folder.is_dir() else []
-    if not parts:
-        return 0
     main = Path(main)
+    if not parts and not main.exists():
+        return 0
     main.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(main, timeout=60)
     added = 0
@@ -168,7 +168,8 @@ def merge_caches(main: str | Path, folder: str | Path) -> int:
             added += db.total_changes - before
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(str(part) + suffix).unlink(missing_ok=True)
-        # Fold the log into the file, so workers can open it immutable and read-only.
+        # Fold the log into the file (a killed run may have left one), so workers can
+        # open it immutable and read-only.
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()
