@@ -185,3 +185,70 @@ def test_documents_given_as_a_url_are_read_by_ray_data(cluster, inputs, local_ru
                       show_progress=False, log=lambda m: None)
     assert stats["read_documents"]["records"] == 4
     assert rows(tmp_path / "matches") == rows(local / "matches")
+
+
+def test_a_ray_run_killed_mid_stage_resumes_without_repeating_finished_work(cluster, inputs, local_run, tmp_path):
+    import subprocess
+    import sys
+
+    from fineinstructions.execution.match import run_match
+
+    local, _ = local_run
+    # Every document matched (threshold 0): four shards of several requests each, so the
+    # driver can be killed between two commits.
+    settings = [*SETTINGS, "match.threshold=0.0", "match.candidates=8"]
+    config = load_config("embedded", overrides=settings)
+    run_match([inputs[1]], local / "index", tmp_path / "matches", config, show_progress=False, log=lambda m: None)
+    expected = run_instantiate([tmp_path / "matches"], [local / "templates"], [inputs[1]], tmp_path / "expected", config,
+                               show_progress=False, log=lambda m: None)["instantiate"]
+    assert expected["documents"] == 4
+
+    out = tmp_path / "pairs"
+    executable = str(Path(sys.executable).with_name("fineinstructions"))
+    command = [
+        executable, "instantiate", str(tmp_path / "matches"), "--templates", str(local / "templates"),
+        "--documents", str(inputs[1]), "-o", str(out), "--executor", "ray",
+        "--ray-address", ray.get_runtime_context().gcs_address, *sum((["--set", s] for s in settings), []),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        if any((out / ".shards").glob("[0-9]*.json")):
+            os.kill(process.pid, signal.SIGKILL)  # the driver: Ray then ends its workers
+            break
+        time.sleep(0.05)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the stage finished before it could be killed"
+    assert not (out / "stats.json").exists()
+    committed = sum(json.loads(p.read_text())["in"] for p in (out / ".shards").glob("[0-9]*.json"))
+    answered = _answered(tmp_path / "pairs.cache.d")  # calls the killed run's workers completed
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "; resuming: " in again.stderr
+    stats = json.loads((out / "stats.json").read_text())["instantiate"]
+    assert counts(stats) == counts(expected)
+    assert sorted(rows(out), key=lambda r: r["id"]) == sorted(rows(tmp_path / "expected"), key=lambda r: r["id"])
+    # The calls the killed run completed for shards it had not committed came from the
+    # merged worker caches, not from the model: none was made twice.
+    assert stats["cache_hits"] == answered - committed
+    assert stats["model_calls"] == stats["in"] - stats["cache_hits"]
+    assert not (tmp_path / "pairs.cache.d").exists()
+    with sqlite3.connect(tmp_path / "pairs.cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == stats["in"]
+
+
+def _answered(folder: Path) -> int:
+    """Completions in the worker cache files, once their (dying) workers let go of them."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            total = 0
+            for path in folder.glob("*.sqlite"):
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+                    total += db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+            return total
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

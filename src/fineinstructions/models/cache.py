@@ -148,7 +148,7 @@ def merge_caches(main: str | Path, folder: str | Path) -> int:
     if not parts and not main.exists():
         return 0
     main.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(main, timeout=60)
+    db = sqlite3.connect(main, timeout=10)
     added = 0
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -163,6 +163,11 @@ def merge_caches(main: str | Path, folder: str | Path) -> int:
                 if has_table:
                     db.execute("INSERT OR IGNORE INTO completions SELECT key, model, completion FROM part.completions")
                 db.commit()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error):
+                    raise
+                db.rollback()  # a worker still holds it (its job is being torn down): next time
+                continue
             finally:
                 db.execute("DETACH DATABASE part")
             added += db.total_changes - before
