@@ -303,3 +303,20 @@ def test_pack_pairs_of_unknown_documents_is_a_clear_error(tmp_path):
     result = invoke("pack", str(tmp_path / "pairs"), "--documents", str(documents), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
     assert "error: " in result.stderr and "doc-zzz" in result.stderr
+
+
+def test_a_ray_address_without_the_ray_executor_is_a_clear_error(tmp_path):
+    documents = tmp_path / "documents.jsonl"
+    documents.write_text(json.dumps({"id": "doc-a", "text": LONG_TEXT}) + "\n")
+    make_pairs(tmp_path / "pairs", ["doc-a"])
+    result = invoke("pack", str(tmp_path / "pairs"), "--documents", str(documents), "-o", str(tmp_path / "out"),
+                    "--ray-address", "auto")
+    assert result.exit_code == 2
+    assert "--ray-address names a Ray cluster" in result.stderr and "fix: add --executor ray" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_stage_command_takes_the_executor_options():
+    for command in ("templatize", "index", "match", "instantiate", "judge", "pack", "run"):
+        text = invoke(command, "--help").output
+        assert "--executor [local|ray]" in text and "--ray-address ADDRESS" in text, command
