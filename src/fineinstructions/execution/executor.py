@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Protocol, Sequence
 
-from fineinstructions.config import RayConfig
+from fineinstructions.config import LLMConfig, RayConfig
 from fineinstructions.errors import InputError, MissingDependencyError, UserError
 from fineinstructions.io.readers import (
     FieldMapping,
@@ -40,6 +40,7 @@ from fineinstructions.io.readers import (
     query_builder,
     read_rows,
 )
+from fineinstructions.models.llm import LLM
 
 READ_BLOCK_ROWS = 1024
 
@@ -96,6 +97,39 @@ def resolved(path: str | Path) -> str:
 def worker_caches(main: Path) -> Path:
     """The folder of the workers' own request caches beside a stage's cache."""
     return main.with_name(main.name.removesuffix(".sqlite") + ".d")
+
+
+def merge_worker_caches(cache: Path | None) -> None:
+    """Fold the workers' request caches of a stage into its cache (before the stage
+    starts, for what the workers of a killed run had answered, and when it ends)."""
+    if cache is not None:
+        from fineinstructions.models.cache import merge_caches
+
+        merge_caches(cache, worker_caches(cache))
+
+
+def worker_llm(config: LLMConfig, cache: Path | None, place: Place, ready: LLM | None = None) -> tuple[LLM, bool]:
+    """The LLM a worker uses, and whether the worker owns it (closes it when done):
+    ``ready`` (a backend a test passes, used in this process only), or else the
+    configured backend behind this worker's request cache (:meth:`Place.cache`)."""
+    if ready is not None:
+        return ready, False
+    from fineinstructions.models.factory import make_llm
+
+    path, shared = place.cache(cache)
+    return make_llm(config, cache_path=path, shared_cache=shared), True
+
+
+@dataclass
+class LLMWorker:
+    """A worker holding an LLM, which it closes when done if it made it."""
+
+    llm: LLM
+    owns_llm: bool
+
+    def close(self) -> None:
+        if self.owns_llm:
+            self.llm.close()
 
 
 class Task(Protocol):

@@ -23,16 +23,18 @@ from fineinstructions.errors import UserError
 from fineinstructions.execution.executor import (
     Executor,
     Files,
+    LLMWorker,
     LocalExecutor,
     Place,
+    merge_worker_caches,
     resolved,
-    worker_caches,
+    worker_llm,
 )
 from fineinstructions.execution.ledger import LEDGER_VERSION, ShardLedger, add_counts, data_files
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.templatize import beside
 from fineinstructions.io import ReadStats, read_rows, write_json
-from fineinstructions.models.cache import merge_caches
+from fineinstructions.models.factory import make_llm
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import DocumentRow, MatchRow, PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator
@@ -106,24 +108,18 @@ class InstantiateTask:
         return self.config.instantiate.shard_size
 
     def start(self, place: Place) -> Callable[[list[DocumentRow]], dict | None]:
-        llm = self.llm
-        owns = llm is None
-        if llm is None:
-            from fineinstructions.models.factory import make_llm
-
-            path, shared = place.cache(self.cache)
-            llm = make_llm(self.config.instantiate.llm, cache_path=path, shared_cache=shared)
-        instantiator = make_instantiator(self.config, llm)
-        return _InstantiateWorker(instantiator, llm, self.matches, self.templates, owns)
+        llm, owns = worker_llm(self.config.instantiate.llm, self.cache, place, self.llm)
+        return _InstantiateWorker(
+            llm=llm, owns_llm=owns, instantiator=make_instantiator(self.config, llm),
+            matches=self.matches, templates=self.templates,
+        )
 
 
 @dataclass
-class _InstantiateWorker:
+class _InstantiateWorker(LLMWorker):
     instantiator: Instantiator
-    llm: LLM
     matches: dict[str, list[MatchRow]]
     templates: dict[str, TemplateRow]
-    owns_llm: bool
 
     def __call__(self, documents: list[DocumentRow]) -> dict | None:
         batch = list(matched_documents(documents, self.matches, self.templates))
@@ -153,17 +149,6 @@ class _InstantiateWorker:
             "inputs": [document.id for document, _ in batch],
         }
         return {"rows": result.pairs, "rejects": result.rejects, "counts": counts}
-
-    def close(self) -> None:
-        if self.owns_llm:
-            self.llm.close()
-
-
-def unloaded_llm(config) -> LLM:
-    """The configured backend, not loaded: it names the model and what it supports."""
-    from fineinstructions.models.factory import make_llm
-
-    return make_llm(config)
 
 
 def run_instantiate(
@@ -201,11 +186,10 @@ def run_instantiate(
     templates = load_templates(template_paths, {r.template_id for rows in matches.values() for r in rows})
     pending = {document: rows for document, rows in matches.items() if document not in done}
     cache = beside(out, ".cache.sqlite") if section.llm.cache else None
-    if cache is not None:
-        merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
+    merge_worker_caches(cache)
     task = InstantiateTask(config, pending, templates, cache, llm)
     # Names the model and the constraint; the backend loads nothing until it is used.
-    described = make_instantiator(config, llm if llm is not None else unloaded_llm(section.llm))
+    described = make_instantiator(config, llm if llm is not None else make_llm(section.llm))
     total_requests = sum(len(rows) for rows in pending.values())
     log(
         f"instantiate: {len(matches)} documents, {sum(len(r) for r in matches.values())} matches; "
@@ -228,8 +212,7 @@ def run_instantiate(
             )
         shard += 1
     progress.close()
-    if cache is not None:
-        merge_caches(cache, worker_caches(cache))
+    merge_worker_caches(cache)
     rejects_path = ledger.finish(beside(out, ".rejects.jsonl"))
     totals = add_counts(ledger.finished(), COUNT_KEYS)
     stats = {"read_documents": read_stats.as_dict(), "instantiate": _summary(totals, described, rejects_path)}

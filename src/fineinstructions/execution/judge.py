@@ -17,13 +17,20 @@ from typing import Callable, Sequence
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.executor import Executor, Files, LocalExecutor, Place, worker_caches
-from fineinstructions.execution.instantiate import unloaded_llm
+from fineinstructions.execution.executor import (
+    Executor,
+    Files,
+    LLMWorker,
+    LocalExecutor,
+    Place,
+    merge_worker_caches,
+    worker_llm,
+)
 from fineinstructions.execution.ledger import LEDGER_VERSION, ShardLedger, add_counts, data_files
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.templatize import beside
 from fineinstructions.io import ReadStats, write_json
-from fineinstructions.models.cache import merge_caches
+from fineinstructions.models.factory import make_llm
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import PairRow
 from fineinstructions.stages.judge import Judge
@@ -51,22 +58,14 @@ class JudgeTask:
         return self.config.judge.batch_size
 
     def start(self, place: Place) -> Callable[[list[PairRow]], dict | None]:
-        llm = self.llm
-        owns = llm is None
-        if llm is None:
-            from fineinstructions.models.factory import make_llm
-
-            path, shared = place.cache(self.cache)
-            llm = make_llm(self.config.judge.llm, cache_path=path, shared_cache=shared)
-        return _JudgeWorker(make_judge(self.config, llm), llm, self.done, owns)
+        llm, owns = worker_llm(self.config.judge.llm, self.cache, place, self.llm)
+        return _JudgeWorker(llm=llm, owns_llm=owns, judge=make_judge(self.config, llm), done=self.done)
 
 
 @dataclass
-class _JudgeWorker:
+class _JudgeWorker(LLMWorker):
     judge: Judge
-    llm: LLM
     done: frozenset[str]
-    owns_llm: bool
 
     def __call__(self, pairs: list[PairRow]) -> dict | None:
         pairs = [pair for pair in pairs if pair.id not in self.done]
@@ -91,10 +90,6 @@ class _JudgeWorker:
             "inputs": [pair.id for pair in pairs],
         }
         return {"rows": result.kept, "rejects": result.rejects, "counts": counts}
-
-    def close(self) -> None:
-        if self.owns_llm:
-            self.llm.close()
 
 
 def run_judge(
@@ -125,9 +120,8 @@ def run_judge(
     out = ledger.directory
     done, next_shard = ledger.start()
     cache = beside(out, ".cache.sqlite") if section.llm.cache else None
-    if cache is not None:
-        merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
-    judge = make_judge(config, llm if llm is not None else unloaded_llm(section.llm))
+    merge_worker_caches(cache)
+    judge = make_judge(config, llm if llm is not None else make_llm(section.llm))  # names it; loads nothing
     log(
         f"judge: {len(files)} pair file(s); {judge.model}, {judge.format} format, prompt {judge.prompt_version}, "
         f"keep >= {judge.min_score}, executor {executor.kind}" + (f"; resuming: {len(done)} pairs were judged" if done else "")
@@ -144,8 +138,7 @@ def run_judge(
                 log(f"judge: shard {shard} done: {counts['in']} pairs, {counts['out']} kept, {counts['seconds']:.1f}s")
             shard += 1
     progress.close()
-    if cache is not None:
-        merge_caches(cache, worker_caches(cache))
+    merge_worker_caches(cache)
     rejects_path = ledger.finish(beside(out, ".rejects.jsonl"))
     markers = ledger.finished()
     totals = add_counts(markers, COUNT_KEYS)

@@ -24,11 +24,18 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from fineinstructions.config import Config
+from fineinstructions.execution.executor import (
+    Files,
+    Items,
+    LLMWorker,
+    LocalExecutor,
+    merge_worker_caches,
+    worker_llm,
+)
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.rejects import RejectsFile
 from fineinstructions.io import ReadStats, ShardWriter, write_json
 from fineinstructions.io.writers import prepare_output_dir
-from fineinstructions.models.cache import merge_caches
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
 from fineinstructions.stages.dedup import normalize_query
@@ -75,30 +82,18 @@ class TemplatizeTask:
         return self.config.templatize.batch_size
 
     def start(self, place) -> Callable[[list[QueryRow]], dict]:
-        llm = self.llm
-        owns = llm is None
-        if llm is None:
-            from fineinstructions.models.factory import make_llm
-
-            path, shared = place.cache(self.cache)
-            llm = make_llm(self.config.templatize.llm, cache_path=path, shared_cache=shared)
-        return _TemplatizeWorker(make_templatizer(self.config, llm), llm, owns)
+        llm, owns = worker_llm(self.config.templatize.llm, self.cache, place, self.llm)
+        return _TemplatizeWorker(llm=llm, owns_llm=owns, templatizer=make_templatizer(self.config, llm))
 
 
 @dataclass
-class _TemplatizeWorker:
+class _TemplatizeWorker(LLMWorker):
     templatizer: Templatizer
-    llm: LLM
-    owns_llm: bool
 
     def __call__(self, queries: list[QueryRow]) -> dict:
         tick = time.monotonic()
         result = self.templatizer(queries)
         return {"result": result, "queries": len(queries), "seconds": time.monotonic() - tick}
-
-    def close(self) -> None:
-        if self.owns_llm:
-            self.llm.close()
 
 
 def run_templatize(
@@ -120,12 +115,9 @@ def run_templatize(
     """
     out = prepare_output_dir(output, overwrite=overwrite)
     rejects_path = beside(out, ".rejects.jsonl")
-    from fineinstructions.execution.executor import Files, Items, LocalExecutor, worker_caches
-
     executor = executor or LocalExecutor()
     cache = beside(out, ".cache.sqlite") if config.templatize.llm.cache else None
-    if cache is not None:
-        merge_caches(cache, worker_caches(cache))  # what workers of a killed run had answered
+    merge_worker_caches(cache)
     read_stats = ReadStats()
     queries: Iterable[QueryRow] = executor.rows(
         Files(tuple(map(str, query_paths)), "queries", fields=config.input.field_mapping(), on_error=config.input.on_error),
@@ -196,8 +188,7 @@ def run_templatize(
                 extra=f"{sum(histogram.values())} templates, {sum(failed.values())} rejected",
             )
     progress.close()
-    if cache is not None:
-        merge_caches(cache, worker_caches(cache))
+    merge_worker_caches(cache)
 
     filter_stats = query_filter.stats
     out_count = sum(histogram.values())
