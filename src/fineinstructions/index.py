@@ -54,6 +54,9 @@ KINDS = ("flat", "ivf", "ivfsq", "ivfpq", "hnsw")
 DEFAULT_NPROBE = 64
 
 
+DETAIL_COLUMNS = ("query_id", "template", "variables")
+
+
 def require_same_embedder(built_with: EmbedderIdentity, embedder: EmbedderIdentity, where: str = "") -> None:
     """Refuse to search an index with vectors from another model."""
     if built_with.same_model(embedder):
@@ -179,6 +182,16 @@ class TemplateIndex:
     identity: EmbedderIdentity
     settings: IndexSettings
     info: dict[str, Any] = field(default_factory=dict)
+    # Per position: query_id, template, variables (an Arrow table, not Python objects);
+    # None for an index built before it was kept.
+    details: Any = None
+
+    def template_details(self, position: int) -> dict[str, Any]:
+        """What a match row carries of the template at ``position``."""
+        if self.details is None:
+            return {}
+        row = self.details.slice(position, 1).to_pylist()[0]
+        return {"query_id": row["query_id"] or "", "template": row["template"] or "", "variables": tuple(row["variables"] or ())}
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -202,9 +215,10 @@ class TemplateIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write(directory / INDEX_FILE, lambda tmp: faiss.write_index(self.index, str(tmp)))
-        table = pa.table(
-            {"id": pa.array(self.ids.tolist(), pa.string()), "complexity": pa.array(self.complexity, pa.int32())}
-        )
+        columns = {"id": pa.array(self.ids.tolist(), pa.string()), "complexity": pa.array(self.complexity, pa.int32())}
+        if self.details is not None:
+            columns.update({name: self.details.column(name) for name in DETAIL_COLUMNS})
+        table = pa.table(columns)
         write_table(table, directory / TEMPLATES_FILE, "parquet")
         meta = {
             "format": 1,
@@ -248,7 +262,8 @@ class TemplateIndex:
                 "  fix: rebuild it with `fineinstructions index`"
             )
         info = {k: v for k, v in meta.items() if k not in ("format", "templates", "embedder", "settings")}
-        return cls(index, ids, complexity, identity, settings, info)
+        details = table.select(list(DETAIL_COLUMNS)) if set(DETAIL_COLUMNS) <= set(table.column_names) else None
+        return cls(index, ids, complexity, identity, settings, info, details)
 
 
 class IndexBuilder:
@@ -261,6 +276,7 @@ class IndexBuilder:
         self.index = new_faiss_index(settings, identity.dimension)
         self._ids: list[str] = []
         self._complexity: list[int] = []
+        self._details: list = []  # Arrow tables of DETAIL_COLUMNS, one per add
 
     @property
     def needs_training(self) -> bool:
@@ -270,7 +286,9 @@ class IndexBuilder:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.index.train(vectors)
 
-    def add(self, vectors: np.ndarray, ids: Sequence[str], complexity: Sequence[int]) -> None:
+    def add(self, vectors: np.ndarray, ids: Sequence[str], complexity: Sequence[int], details: Any = None) -> None:
+        """Add vectors with their template ids and complexities; ``details`` (an Arrow
+        table of ``DETAIL_COLUMNS``, one row per vector) is kept for match rows."""
         if self.needs_training:
             raise RuntimeError("train the index before adding vectors")
         if not (len(vectors) == len(ids) == len(complexity)):
@@ -279,6 +297,8 @@ class IndexBuilder:
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
             self._ids.extend(ids)
             self._complexity.extend(int(c) for c in complexity)
+            if details is not None:
+                self._details.append(details.select(list(DETAIL_COLUMNS)))
 
     def finish(self, **info: Any) -> TemplateIndex:
         apply_search_settings(self.index, self.settings)
@@ -289,4 +309,11 @@ class IndexBuilder:
             self.identity,
             self.settings,
             dict(info),
+            _concat(self._details) if self._details and sum(len(t) for t in self._details) == len(self._ids) else None,
         )
+
+
+def _concat(tables: list) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_tables(tables).combine_chunks()

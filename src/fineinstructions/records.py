@@ -101,12 +101,19 @@ class TemplateRow:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MatchRow:
     """A template retrieved for a document by one of its vectors
-    (``chunk`` 0 is the global vector, 1..K the Gaussian-pooled local ones)."""
+    (``chunk`` 0 is the global vector, 1..K the Gaussian-pooled local ones).
+
+    It carries what instantiating it needs of the template (its text, variables and
+    query), so no worker has to load the whole bank. Matches written before these
+    fields existed read back with them empty."""
 
     document_id: str
     template_id: str
     chunk: int
     score: float
+    query_id: str = ""
+    template: str = ""
+    variables: tuple[str, ...] = ()
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -114,6 +121,9 @@ class MatchRow:
             ("template_id", pa.string()),
             ("chunk", pa.int32()),
             ("score", pa.float32()),
+            ("query_id", pa.string()),
+            ("template", pa.string()),
+            ("variables", pa.list_(pa.string())),
         ]
     )
 
@@ -206,8 +216,32 @@ class RejectRow:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddedTemplateRow:
+    """A template's description vector, as the index build's workers write it, with what
+    match rows carry of the template."""
+
+    id: str
+    query_id: str
+    template: str
+    variables: tuple[str, ...]
+    complexity: int
+    vector: tuple[float, ...]
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("id", pa.string()),
+            ("query_id", pa.string()),
+            ("template", pa.string()),
+            ("variables", pa.list_(pa.string())),
+            ("complexity", pa.int32()),
+            ("vector", pa.list_(pa.float32())),
+        ]
+    )
+
+
 Row = TypeVar("Row", QueryRow, DocumentRow, TemplateRow, MatchRow, PairRow, RejectRow)
-ROW_TYPES: tuple[type, ...] = (QueryRow, DocumentRow, TemplateRow, MatchRow, PairRow, RejectRow)
+ROW_TYPES: tuple[type, ...] = (QueryRow, DocumentRow, TemplateRow, MatchRow, PairRow, RejectRow, EmbeddedTemplateRow)
 
 
 def row_to_dict(row: Any) -> dict[str, Any]:

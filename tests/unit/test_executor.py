@@ -1,133 +1,189 @@
-"""Executors and what makes a stage safe to spread over workers: batches in order, read
-counts carried back, URL inputs, per-worker request caches merged into the stage cache,
-and keyed shards that resume without a row lost or written twice."""
+"""The runner and its parts: pieces of input files, shards written by workers, markers,
+resume, request caches of workers, the duplicate-id reduce."""
 
 import json
+import os
 import pickle
-import signal
-import subprocess
-import sys
+import sqlite3
+from collections import Counter
 
-import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from fineinstructions.errors import InputError, MissingDependencyError
-from fineinstructions.execution.executor import Files, Items, LocalExecutor, Place, worker_caches
-from fineinstructions.execution.ledger import ShardLedger
-from fineinstructions.io import ReadStats, read_documents
-from fineinstructions.models.cache import CachedLLM, merge_caches
+from fineinstructions.errors import InputError, UserError
+from fineinstructions.execution.executor import worker_caches
+from fineinstructions.execution.ledger import ShardFolder
+from fineinstructions.execution.runner import merge_worker_caches, run_stage
+from fineinstructions.execution.shards import InputShard, ReadSpec, plan_corpus, read_shard
+from fineinstructions.io import read_rows
+from fineinstructions.io.pieces import plan_pieces, read_piece
+from fineinstructions.models.cache import CachedLLM
 from fineinstructions.models.fake import ScriptedLLM
 from fineinstructions.models.llm import Request
-from fineinstructions.records import PairRow
+from fineinstructions.records import DocumentRow, MatchRow
+from fineinstructions.stages.base import Stage, StageBatch, outcomes
 
 
-class Ids:
-    """A task that returns the ids of its batch, and nothing for a batch of one row."""
-
-    stage = "match"
-    batch_size = 3
-
-    def start(self, place):
-        return lambda rows: None if len(rows) == 1 else [r if isinstance(r, int) else r.id for r in rows]
+def write_documents(path, texts, ids=None):
+    ids = ids or [f"d{i}" for i in range(len(texts))]
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts)))
+    return path
 
 
-def test_the_local_executor_gives_results_in_order_and_leaves_out_empty_ones():
-    results = list(LocalExecutor().map(Items(range(7)), Ids()))
-    assert results == [[0, 1, 2], [3, 4, 5]]  # [6] gave None: nothing to do
+class Words(Stage):
+    """A toy stage: each document becomes a match row per word; empty ones are skipped."""
+
+    name = "match"
+    output = MatchRow
+    batch_size = 2
+
+    def __init__(self, crash_at=None):
+        self.calls = 0
+        self.crash_at = crash_at
+
+    def process(self, batch):
+        out = StageBatch()
+        for document in batch:
+            self.calls += 1
+            if self.crash_at is not None and document.id == self.crash_at:
+                raise KeyboardInterrupt  # as a kill would: nothing of this shard commits
+            words = document.text.split()
+            if len(words) > 1:
+                out.keep(*[MatchRow(document_id=document.id, template_id=w, chunk=k, score=1.0) for k, w in enumerate(words)])
+            else:
+                out.skip("one_word")
+            out.add(words=len(words))
+        return out
 
 
-def test_read_counts_come_back_with_the_rows(tmp_path):
-    path = tmp_path / "docs.jsonl"
-    path.write_text('{"id": "a", "text": "one"}\n{"id": "b", "text": "  "}\n{"id": "c", "text": 3}\n{"id": "d", "text": "four"}\n')
-    stats = ReadStats()
-    results = list(LocalExecutor().map(Files((str(path),), "documents", on_error="skip"), Ids(), stats))
-    assert results == [["a", "d"]]
-    assert (stats.rows, stats.records, dict(stats.skipped)) == (4, 2, {"empty_text": 1, "invalid_row": 1})
-    with pytest.raises(InputError, match=r"docs.jsonl, line 3: field 'text'"):
-        list(LocalExecutor().map(Files((str(path),), "documents"), Ids()))
+def run(stage, docs, out, rows=2, **options):
+    return run_stage(stage, lambda: plan_corpus([docs], "documents", rows), out, inputs={"documents": [str(docs)]},
+                     show_progress=False, log=lambda m: None, **options)
 
 
-def test_documents_read_from_a_url_are_the_documents_read_from_a_file(tmp_path):
-    lines = "".join(json.dumps({"id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(5))
-    (tmp_path / "a.jsonl").write_text(lines)
-    with fsspec.open("memory://corpus/part-0.jsonl", "w") as handle:
-        handle.write(lines)
-    from_url = list(read_documents(["memory://corpus/"]))
-    assert [(d.id, d.text) for d in from_url] == [(d.id, d.text) for d in read_documents([tmp_path / "a.jsonl"])]
-    assert from_url[0].source == "part-0"
-    with fsspec.open("memory://corpus/bad.jsonl", "w") as handle:
-        handle.write('{"id": "x"}\n')
-    with pytest.raises(InputError, match=r"memory://corpus/bad.jsonl, line 1: field 'text'"):
-        list(read_documents(["memory://corpus/bad.jsonl"]))
-    with pytest.raises(InputError, match="no such file or folder"):
-        list(read_documents(["memory://nowhere/x.jsonl"]))
+def test_jsonl_pieces_cover_every_line_once_with_its_number(tmp_path):
+    docs = write_documents(tmp_path / "d.jsonl", [f"text {i}" for i in range(7)])
+    pieces = plan_pieces(docs, 3)
+    assert [p.rows for p in pieces] == [3, 3, 1]
+    got = [(location, record["id"]) for piece in pieces for location, record in read_piece(piece)]
+    assert got == [(f"line {i + 1}", f"d{i}") for i in range(7)]
+    assert [p.rows for p in plan_pieces(docs, 3, limit=4)] == [3, 1]
+
+
+def test_parquet_pieces_are_row_groups(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(10)], "text": ["x"] * 10}), path, row_group_size=2)
+    pieces = plan_pieces(path, 4)
+    assert [p.rows for p in pieces] == [4, 4, 2]
+    assert [loc for p in pieces for loc, _ in read_piece(p)] == [f"row {i + 1}" for i in range(10)]
+
+
+def test_a_bad_row_names_its_real_line_in_a_later_piece(tmp_path):
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"id": "a", "text": "x"}\n' * 5 + '{"id": "b"}\n')
+    shards = plan_corpus([docs], "documents", 2)
+    with pytest.raises(InputError, match=r"d.jsonl, line 6: field 'text': missing"):
+        list(read_shard(shards[-1], ReadSpec())[0])
+
+
+def test_workers_write_shards_and_counts_balance(tmp_path):
+    docs = write_documents(tmp_path / "d.jsonl", ["a b", "c", "d e f", "g h", "i"])
+    result = run(Words(), docs, tmp_path / "out")
+    c = result.counts
+    assert outcomes(c) == {"in": 5, "out": 3, "skipped": {"one_word": 2}, "failed": {}}
+    assert c["words"] == 9 and c["read:records"] == 5
+    # The last shard kept nothing, so it has a marker and no data file.
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
+    markers = ShardFolder(tmp_path / "out").finished()
+    assert [m["inputs"]["piece"]["first"] for m in markers.values()] == [1, 3, 5]
+
+
+def test_a_crash_mid_stage_resumes_to_the_same_output_and_a_finished_stage_costs_nothing(tmp_path):
+    docs = write_documents(tmp_path / "d.jsonl", ["a b", "c", "d e f", "g h", "i j"])
+    expected = run(Words(), docs, tmp_path / "expected")
+    with pytest.raises(KeyboardInterrupt):
+        run(Words(crash_at="d3"), docs, tmp_path / "out")
+    folder = ShardFolder(tmp_path / "out")
+    assert sorted(folder.finished()) == [0]  # shard 1 died before its marker
+    (tmp_path / "out" / "part-00001.parquet").write_text("left by the dead shard")
+    stage = Words()
+    again = run(stage, docs, tmp_path / "out", rows=100)  # a new shard size: the first plan holds
+    assert stage.calls == 3  # shards 1 and 2 only
+    assert again.counts == Counter({k: v for k, v in expected.counts.items() if k != "seconds"}) + Counter(seconds=again.counts["seconds"])
+    assert list(read_rows([tmp_path / "out"], MatchRow)) == list(read_rows([tmp_path / "expected"], MatchRow))
+    third = Words()
+    run(third, docs, tmp_path / "out")
+    assert third.calls == 0
+
+
+def test_a_different_job_is_refused_and_overwrite_starts_over(tmp_path):
+    docs = write_documents(tmp_path / "d.jsonl", ["a b"])
+    run(Words(), docs, tmp_path / "out")
+    other = Words()
+    other.version = "2"
+    with pytest.raises(UserError, match="differs in: version"):
+        run(other, docs, tmp_path / "out")
+    run(other, docs, tmp_path / "out", overwrite=True)
+    assert other.calls == 1
+
+
+def test_a_document_id_seen_earlier_is_dropped_within_and_across_shards(tmp_path):
+    from fineinstructions.execution.match import drop_duplicate_ids
+
+    docs = write_documents(tmp_path / "d.jsonl", ["a b", "a b", "c d", "e f", "a b"], ids=["x", "x", "y", "z", "x"])
+    result = run(Words(), docs, tmp_path / "out", record_ids=True)
+    assert result.counts["read:skipped:duplicate_id"] == 1  # the second x, in the first shard
+    folder = ShardFolder(tmp_path / "out")
+    assert drop_duplicate_ids(folder, folder.finished(), "parquet") == 1  # the third x, in the last shard
+    assert drop_duplicate_ids(folder, folder.finished(), "parquet") == 1  # idempotent
+    rows = list(read_rows([tmp_path / "out"], MatchRow))
+    assert Counter(r.document_id for r in rows) == {"x": 2, "y": 2, "z": 2}  # x's two words, once
+    markers = folder.finished()
+    total = Counter()
+    for marker in markers.values():
+        total.update(marker["counts"])
+    assert outcomes(total)["in"] == outcomes(total)["out"] + sum(outcomes(total)["skipped"].values())
+    assert outcomes(total)["skipped"] == {"duplicate_id": 1}
+
+
+def test_a_shard_description_crosses_processes():
+    shard = InputShard(3, "documents")
+    assert pickle.loads(pickle.dumps(shard)) == shard
 
 
 def test_input_errors_cross_processes_whole():
-    error = InputError("s3://b/docs.jsonl", "missing", location="line 9", field="text", fix="pass --text-field")
+    error = InputError("docs.jsonl", "field 'text': missing", location="line 2", fix="add it")
     again = pickle.loads(pickle.dumps(error))
-    assert str(again) == str(error) and again.field == "text" and again.location == "line 9"
-    assert str(pickle.loads(pickle.dumps(MissingDependencyError("ray", "ray", "--executor ray")))).startswith("--executor ray needs")
+    assert str(again) == str(error) and isinstance(again, UserError)
 
 
-def test_a_worker_writes_its_own_cache_and_reads_the_stage_cache(tmp_path):
+def test_a_worker_cache_reads_the_stage_cache_and_is_merged_after(tmp_path):
     main = tmp_path / "pairs.cache.sqlite"
-    batch = [Request.chat(("user", f"q{i}")) for i in range(4)]
-    first = CachedLLM(ScriptedLLM(["a0", "a1"]), main)
-    first.generate(batch[:2])
+    request = Request.chat(("user", "hello"))
+    first = CachedLLM(ScriptedLLM(["one"]), main)
+    first.generate([request])
     first.close()
-
-    mine, shared = Place("host-1-x", distributed=True).cache(main)
-    assert shared == main and mine == worker_caches(main) / "host-1-x.sqlite"
-    assert Place("here", distributed=False).cache(main) == (main, None)
-    backend = ScriptedLLM(["a2", "a3"])
-    worker = CachedLLM(backend, mine, shared=shared)
-    answers = worker.generate(batch)
-    assert [a.text for a in answers] == ["a0", "a1", "a2", "a3"]
-    assert len(backend.calls) == 2 and (worker.hits, worker.misses) == (2, 2)
+    folder = worker_caches(main)
+    folder.mkdir()
+    worker = CachedLLM(ScriptedLLM(["two"]), folder / "host-1-abc.sqlite", shared=main)
+    assert worker.generate([request])[0].text == "one" and worker.hits == 1
+    worker.generate([Request.chat(("user", "again"))])
     worker.close()
-
-    assert merge_caches(main, worker_caches(main)) == 2
-    assert not worker_caches(main).exists()
-    assert merge_caches(main, worker_caches(main)) == 0  # nothing left: a no-op
-    again = CachedLLM(ScriptedLLM([]), main)
-    assert [a.text for a in again.generate(batch)] == ["a0", "a1", "a2", "a3"]  # no model call
+    merge_worker_caches(main)
+    assert not folder.exists()
+    with sqlite3.connect(main) as db:
+        assert db.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 2
 
 
-def test_a_killed_worker_cache_is_merged_with_what_it_had_committed(tmp_path):
-    main = tmp_path / "judged.cache.sqlite"
-    part = worker_caches(main) / "host-2-y.sqlite"
-    # A worker answers one request, then is killed: its file (and log) stay as they are.
-    script = (
-        "import os, signal, sys\n"
-        "from fineinstructions.models.cache import CachedLLM\n"
-        "from fineinstructions.models.fake import ScriptedLLM\n"
-        "from fineinstructions.models.llm import Request\n"
-        "CachedLLM(ScriptedLLM(['b0']), sys.argv[1], shared=sys.argv[2]).generate([Request.chat(('user', 'q'))])\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    process = subprocess.run([sys.executable, "-c", script, str(part), str(main)], timeout=60)
-    assert process.returncode == -signal.SIGKILL and part.exists()
-    assert merge_caches(main, worker_caches(main)) == 1
-    assert [a.text for a in CachedLLM(ScriptedLLM([]), main).generate([Request.chat(("user", "q"))])] == ["b0"]
-
-
-def pair(i: int) -> PairRow:
-    return PairRow(
-        id=f"p{i}", document_id=f"d{i}", template_id="t", query_id="q", instruction="i", answer="a",
-        excerpt_ratio=1.0, excerpt_spans=((0, 1),), instantiate_model="m", instantiate_prompt_version="v",
-    )
-
-
-def test_a_resumed_ledger_skips_finished_inputs_and_drops_what_an_unfinished_shard_left(tmp_path):
-    ledger = ShardLedger(tmp_path / "out", {"stage": "test"})
-    ledger.commit(0, [pair(0)], PairRow, [], {"in": 1, "inputs": ["d0"]})
-    ledger.commit(1, [pair(1)], PairRow, [], {"in": 1, "inputs": ["d1"]})
-    (tmp_path / "out" / ".shards" / "00001.json").unlink()  # killed before its marker
-    (tmp_path / "out" / "part-00002.parquet").write_bytes(b"half a file")
-
-    again = ShardLedger(tmp_path / "out", {"stage": "test"})
-    done, next_shard = again.start()
-    assert done == {"d0"} and next_shard == 1
-    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == ["part-00000.parquet"]
-    assert not (tmp_path / "out" / ".shards" / "00001.rejects.jsonl").exists()
+def test_documents_from_a_url_are_the_documents_from_the_file(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    docs = write_documents(tmp_path / "d.jsonl", ["a b", "c d"])
+    with fsspec.open("memory://corpus/d.jsonl", "wb") as handle:
+        handle.write(docs.read_bytes())
+    local = run(Words(), docs, tmp_path / "local")
+    url = run_stage(Words(), lambda: plan_corpus(["memory://corpus/d.jsonl"], "documents", 2), tmp_path / "url",
+                    inputs={}, show_progress=False, log=lambda m: None)
+    assert outcomes(url.counts) == outcomes(local.counts)
+    assert list(read_rows([tmp_path / "url"], MatchRow)) == list(read_rows([tmp_path / "local"], MatchRow))
+    assert os.path.exists(tmp_path / "url" / "part-00000.parquet")

@@ -1,361 +1,145 @@
-"""Executors: where the batches of a stage run, in this process or on a Ray cluster.
+"""Executors: where a stage's shards run, in this process or on a Ray cluster.
 
-Each stage is written once, as a loop in the driver over *results*. It gives an executor
-a source of rows and a :class:`Task` (a small, picklable description of the work: its
-``start`` builds, once per process, the model or index a worker holds, and returns the
-function from a batch of rows to a result), and gets the results back in input order.
-What the driver does with them (write shards, commit ledger markers, count) is the same
-whichever executor ran them, so both give the same rows in the same layout.
+Both run the same :func:`run_shard` on each worker: the worker reads its own input shard,
+runs the stage over it batch by batch, and writes its own output shard and marker
+(:mod:`.ledger`). The driver only plans shards and gathers each finished shard's marker
+(a few hundred bytes), so its memory does not grow with the corpus.
 
-- :class:`LocalExecutor` reads the rows in this process and runs one worker here.
-- :class:`RayExecutor` reads the rows with Ray Data (one read task per input file, local
-  paths or any fsspec URL), runs the task as ``map_batches`` over a pool of actors sized
-  by ``[ray.<stage>]`` (so a model or a FAISS index is loaded once per actor, not per
-  batch), and streams the results back. A worker that dies is restarted and its batch
-  retried by Ray; the driver receives each batch's result exactly once, so no output row
-  is duplicated.
+- :class:`LocalExecutor`: one worker, in this process.
+- :class:`RayExecutor`: a pool of Ray actors sized by ``[ray.<stage>]`` (actors, CPUs and
+  GPUs each); each opens the stage once (its model or index) and is handed shards as it
+  frees up. An actor that dies is restarted and its shard redone by Ray; since a shard is
+  written under fixed names and committed by its marker, a redone shard neither loses
+  nor duplicates a row. Shards finish in any order; the rows are the same.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import pickle
 import socket
+import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from fineinstructions.config import LLMConfig, RayConfig
-from fineinstructions.errors import InputError, MissingDependencyError, UserError
-from fineinstructions.io.readers import (
-    FieldMapping,
-    ReadStats,
-    document_builder,
-    file_outcomes,
-    input_files,
-    query_builder,
-    read_rows,
-)
-from fineinstructions.models.llm import LLM
+from fineinstructions.config import RayConfig
+from fineinstructions.errors import MissingDependencyError, UserError
+from fineinstructions.execution.ledger import ShardFolder
+from fineinstructions.execution.shards import InputShard, ReadSpec, hashes_of, read_shard
+from fineinstructions.stages.base import Stage, StageBatch, Worker
 
-READ_BLOCK_ROWS = 1024
+OnShard = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
-class Files:
-    """Rows read from files: ``documents``, ``queries`` (validated as the local readers do,
-    bad rows raised or counted by ``on_error``), or ``rows`` this package wrote (``row_type``)."""
+class ShardJob:
+    """What every worker of a stage needs besides the stage: where output goes and how
+    input is read. Small and picklable."""
 
-    paths: tuple[str, ...]
-    kind: Literal["documents", "queries", "rows"]
-    row_type: type | None = None
-    fields: FieldMapping = FieldMapping()
-    on_error: Literal["raise", "skip"] = "raise"
-
-    def files(self) -> list[str]:
-        return [str(p) for p in input_files(self.paths)]
+    output: str
+    format: str = "parquet"
+    read: ReadSpec = ReadSpec()
+    cache: str | None = None  # the stage's request cache (None: no cache)
+    record_ids: bool = False  # keep the hashes of the document ids read (duplicate-id reduce)
 
 
-@dataclass(frozen=True)
-class Items:
-    """Rows the driver already holds (such as the queries left after filtering)."""
-
-    rows: Sequence[Any]
-
-
-Source = Files | Items
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a worker runs: ``worker_id`` names its own files (its request cache)."""
-
-    worker_id: str
-    distributed: bool
-
-    def cache(self, main: Path | None) -> tuple[Path | None, Path | None]:
-        """The request cache this worker writes, and the one it only reads.
-
-        In this process: the stage's cache itself. On a cluster: a file of its own in
-        ``STAGE.cache.d/``, reading the stage's cache (merged by the driver) beside it."""
-        if main is None or not self.distributed:
-            return main, None
-        return worker_caches(main) / f"{self.worker_id}.sqlite", main
-
-
-def resolved(path: str | Path) -> str:
-    """A path as recorded in fingerprints: absolute for a local path, as given for a URL."""
-    from fineinstructions.io.formats import is_url
-
-    return str(path) if is_url(path) else str(Path(path).resolve())
-
-
-def worker_caches(main: Path) -> Path:
+def worker_caches(main: str | Path) -> Path:
     """The folder of the workers' own request caches beside a stage's cache."""
+    main = Path(main)
     return main.with_name(main.name.removesuffix(".sqlite") + ".d")
 
 
-def merge_worker_caches(cache: Path | None) -> None:
-    """Fold the workers' request caches of a stage into its cache (before the stage
-    starts, for what the workers of a killed run had answered, and when it ends)."""
-    if cache is not None:
-        from fineinstructions.models.cache import merge_caches
-
-        merge_caches(cache, worker_caches(cache))
-
-
-def worker_llm(config: LLMConfig, cache: Path | None, place: Place, ready: LLM | None = None) -> tuple[LLM, bool]:
-    """The LLM a worker uses, and whether the worker owns it (closes it when done):
-    ``ready`` (a backend a test passes, used in this process only), or else the
-    configured backend behind this worker's request cache (:meth:`Place.cache`)."""
-    if ready is not None:
-        return ready, False
-    from fineinstructions.models.factory import make_llm
-
-    path, shared = place.cache(cache)
-    return make_llm(config, cache_path=path, shared_cache=shared), True
+def _batches(items: Iterator[Any], size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-@dataclass
-class LLMWorker:
-    """A worker holding an LLM, which it closes when done if it made it."""
+def run_shard(stage: Stage, shard: InputShard, job: ShardJob, worker_id: str, on_batch: OnShard | None = None) -> dict:
+    """Read one input shard, run the stage over it, write the output shard; returns its marker."""
+    tick = time.monotonic()
+    items, read = read_shard(shard, job.read)
+    result = StageBatch()
+    for batch in _batches(items, stage.batch_size):
+        part = stage.process(batch)
+        result.merge(part)
+        if on_batch is not None:
+            on_batch(dict(part.counts))
+    result.counts.update(read.counts)
+    result.counts["seconds"] = round(time.monotonic() - tick, 3)
+    marker: dict[str, Any] = {"inputs": shard.describe(), "worker": worker_id, "counts": dict(result.counts)}
+    folder = ShardFolder(job.output)
+    if job.record_ids:
+        import numpy as np
 
-    llm: LLM
-    owns_llm: bool
-
-    def close(self) -> None:
-        if self.owns_llm:
-            self.llm.close()
-
-
-class Task(Protocol):
-    """A stage's work on one batch, described so that it can be shipped to a worker."""
-
-    stage: str  # names its resources: [ray.<stage>]
-    batch_size: int
-
-    def start(self, place: Place) -> Callable[[list], Any]:
-        """Load what the worker holds; return the function from a batch to its result.
-        The function may have a ``close()``, called when the worker is done."""
-        ...
-
-
-def _close(function: Any) -> None:
-    close = getattr(function, "close", None)
-    if callable(close):
-        close()
-
-
-def read_source(source: Source, stats: ReadStats | None = None) -> Iterator[Any]:
-    """The rows of a source, read in this process."""
-    stats = stats if stats is not None else ReadStats()
-    if isinstance(source, Items):
-        yield from source.rows
-        return
-    for path in source.files():
-        for records, read in _file_rows(source, path):
-            read.add_to(stats, source.on_error)
-            yield from records
-
-
-@dataclass
-class ReadCounts:
-    """What reading a batch saw, carried back to the driver with the batch's result."""
-
-    rows: int = 0
-    records: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    errors: list[InputError] = field(default_factory=list)
-
-    def add_to(self, stats: ReadStats, on_error: str) -> None:
-        stats.rows += self.rows
-        stats.records += self.records
-        stats.skipped.update(self.skipped)
-        for error in self.errors:
-            if on_error == "raise":
-                raise error
-            stats.record_error(error)
-
-
-def _file_rows(source: Files, path: str, block_rows: int = READ_BLOCK_ROWS) -> Iterator[tuple[list, ReadCounts]]:
-    """One file's records in blocks of ``block_rows`` records, each with what reading it saw."""
-    if source.kind == "rows":
-        rows: list = []
-        for row in read_rows([path], source.row_type):  # type: ignore[arg-type]
-            rows.append(row)
-            if len(rows) == block_rows:
-                yield rows, ReadCounts(rows=len(rows), records=len(rows))
-                rows = []
-        if rows:
-            yield rows, ReadCounts(rows=len(rows), records=len(rows))
-        return
-    build = document_builder(source.fields) if source.kind == "documents" else query_builder(source.fields)
-    records: list = []
-    counts = ReadCounts()
-    for outcomes in file_outcomes(path, build):
-        counts.rows += 1
-        for outcome in outcomes:
-            if isinstance(outcome, InputError):
-                if source.on_error == "raise":
-                    raise outcome
-                counts.errors.append(outcome)  # counted as invalid_row by ReadStats.record_error
-            elif isinstance(outcome, str):
-                counts.skipped[outcome] += 1
-            else:
-                counts.records += 1
-                records.append(outcome)
-        if len(records) >= block_rows:
-            yield records, counts
-            records, counts = [], ReadCounts()
-    if counts.rows:
-        yield records, counts
+        folder.markers.mkdir(parents=True, exist_ok=True)
+        np.save(folder.markers / f"{shard.index:05d}.ids.npy", hashes_of(read.ids))
+    return folder.commit(shard.index, result.rows, stage.output, read.rejects + result.rejects, marker, format=job.format)
 
 
 class LocalExecutor:
-    """Everything in this process, one batch after another."""
+    """One worker, in this process, shard after shard."""
 
     kind = "local"
 
-    def rows(self, source: Source, stats: ReadStats | None = None) -> Iterator[Any]:
-        return read_source(source, stats)
-
-    def map(self, source: Source, task: Task, stats: ReadStats | None = None) -> Iterator[Any]:
-        """The task's result for each batch of ``source``, in order (``None`` results,
-        batches with nothing to do, are left out)."""
-        from fineinstructions.execution.templatize import batched
-
-        function = task.start(Place(worker_id=f"local-{os.getpid()}", distributed=False))
+    def run(self, stage: Stage, shards: Sequence[InputShard], job: ShardJob, on_shard: OnShard, on_batch: OnShard | None = None) -> None:
+        worker_id = f"local-{os.getpid()}"
+        stage.open(Worker(worker_id, cache=job.cache))
         try:
-            for batch in batched(read_source(source, stats), task.batch_size):
-                result = function(batch)
-                if result is not None:  # a batch with nothing to do
-                    yield result
+            for shard in shards:
+                on_shard(run_shard(stage, shard, job, worker_id, on_batch))
         finally:
-            _close(function)
+            stage.close()
 
     def close(self) -> None:
         pass
 
 
-# --- Ray -------------------------------------------------------------------------
+class _ShardWorker:
+    """One Ray actor of a stage's pool: opens the stage once, then runs shards."""
 
-
-def _encode(records: list, counts: ReadCounts):
-    """A block of rows for Ray Data: one row per record (so ``batch_size`` counts
-    records), the block's read counts carried on its last row (or on a row of their own
-    when every row of the block was skipped)."""
-    import pyarrow as pa
-
-    dump = functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
-    column = [dump(r) for r in records] or [None]
-    notes: list = [None] * len(column)
-    notes[-1] = dump(counts)
-    return pa.table({"record": pa.array(column, pa.large_binary()), "read": pa.array(notes, pa.large_binary())})
-
-
-def _decode(table) -> tuple[list, ReadCounts]:
-    records: list = []
-    total = ReadCounts()
-    for payload in table.column("record").to_pylist():
-        if payload is not None:
-            records.append(pickle.loads(payload))
-    for payload in table.column("read").to_pylist():
-        if payload is not None:
-            counts = pickle.loads(payload)
-            total.rows += counts.rows
-            total.records += counts.records
-            total.skipped.update(counts.skipped)
-            total.errors.extend(counts.errors)
-    return records, total
-
-
-def _read_file_blocks(source: Files, path: str, block_rows: int) -> Iterator[Any]:
-    for records, counts in _file_rows(source, path, block_rows):
-        yield _encode(records, counts)
-
-
-def _items_blocks(rows: Sequence[Any], block_rows: int) -> Iterator[Any]:
-    for first in range(0, len(rows), block_rows):
-        chunk = list(rows[first : first + block_rows])
-        yield _encode(chunk, ReadCounts(rows=len(chunk), records=len(chunk)))
-
-
-def _datasource(source: Source, block_rows: int, parallelism: int):
-    """A Ray Data datasource: one read task per input file (a file is read in order by
-    one reader, so rows keep their order, and their file and line in error messages),
-    cut into blocks of ``block_rows`` records: a block is one batch for one worker."""
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    class RowsDatasource(Datasource):
-        def __init__(self) -> None:
-            self.files = source.files() if isinstance(source, Files) else []
-
-        def estimate_inmemory_data_size(self) -> int | None:
-            return None
-
-        def get_read_tasks(self, parallelism_: int, per_task_row_limit: int | None = None, data_context=None) -> list:
-            if isinstance(source, Files):
-                return [
-                    ReadTask(
-                        functools.partial(_read_file_blocks, source, path, block_rows),
-                        BlockMetadata(num_rows=None, size_bytes=None, input_files=[path], exec_stats=None),
-                    )
-                    for path in self.files
-                ]
-            rows = list(source.rows)
-            blocks = -(-len(rows) // block_rows)
-            per_task = max(1, -(-blocks // max(1, parallelism))) * block_rows
-            return [
-                ReadTask(
-                    functools.partial(_items_blocks, rows[start : start + per_task], block_rows),
-                    BlockMetadata(num_rows=len(rows[start : start + per_task]), size_bytes=None, input_files=None, exec_stats=None),
-                )
-                for start in range(0, len(rows), per_task)
-            ]
-
-    return RowsDatasource()
-
-
-class _RayWorker:
-    """One actor of a stage's pool: builds the task's worker once, then maps batches."""
-
-    def __init__(self, task: Task) -> None:
+    def __init__(self, stage: Stage, job: ShardJob) -> None:
         import ray
 
-        # Models use the CPUs Ray reserved for this worker, not every core of the machine
-        # (two workers on a 2-core machine would otherwise run 4 threads and thrash).
+        # Models use the CPUs Ray reserved for this worker, not every core of the machine.
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-        threads = str(max(1, round(cpus)))
-        os.environ["FINEINSTRUCTIONS_THREADS"] = threads
-        os.environ["OMP_NUM_THREADS"] = threads
+        threads = max(1, round(cpus))
+        os.environ["FINEINSTRUCTIONS_THREADS"] = str(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
         try:
             import torch
 
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
         except ImportError:
             pass
-        place = Place(worker_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", distributed=True)
-        self.function = task.start(place)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        cache = shared = None
+        if job.cache is not None:
+            folder = worker_caches(job.cache)
+            folder.mkdir(parents=True, exist_ok=True)
+            cache, shared = str(folder / f"{self.worker_id}.sqlite"), job.cache
+        self.stage, self.job = stage, job
+        stage.open(Worker(self.worker_id, cache=cache, shared_cache=shared, threads=threads))
 
-    def __call__(self, table):
-        import pyarrow as pa
+    def run(self, shard: InputShard) -> dict:
+        return run_shard(self.stage, shard, self.job, self.worker_id)
 
-        records, counts = _decode(table)
-        result = self.function(records) if records else None
-        payload = pickle.dumps((result, counts), protocol=pickle.HIGHEST_PROTOCOL)
-        return pa.table({"result": pa.array([payload], pa.large_binary())})
+    def pid(self) -> int:
+        return os.getpid()
 
-    def __del__(self) -> None:
-        _close(getattr(self, "function", None))
+    def close(self) -> None:
+        self.stage.close()
 
 
 def user_error(error: BaseException) -> UserError | None:
-    """The :class:`UserError` a Ray failure carries (raised in a read task or a worker)."""
+    """The :class:`UserError` a Ray failure carries (raised in a worker)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -370,18 +154,18 @@ def user_error(error: BaseException) -> UserError | None:
 
 
 class RayExecutor:
-    """Ray Data: reads, ``map_batches`` over actor pools, results streamed to the driver."""
+    """A pool of Ray actors per stage; shards are handed to whichever actor is free."""
 
     kind = "ray"
 
     def __init__(self, config: RayConfig, *, address: str | None = None, show_progress: bool = False) -> None:
         try:
             import ray
-            import ray.data  # noqa: F401
         except ImportError:
             raise MissingDependencyError("ray", "ray", "--executor ray") from None
         self.config = config
         self.started = False
+        self.actors: list = []  # the current stage's pool (tests reach its workers)
         if not ray.is_initialized():
             address = address or config.address
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
@@ -397,84 +181,57 @@ class RayExecutor:
                     "  fix: start it (ray start --head) or pass its address with --ray-address"
                 ) from None
             self.started = True
-        from ray.data import DataContext
 
-        if not show_progress:
-            # This package's lines say what runs, and a failure is raised to the caller
-            # with its own message: Ray Data's logging would say both again, at length.
-            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-        context = DataContext.get_current()
-        context.execution_options.preserve_order = config.preserve_order
-        context.enable_progress_bars = show_progress
-        self.context = context
-
-    def _dataset(self, source: Source, block_rows: int = READ_BLOCK_ROWS, workers: int = 1):
+    def run(self, stage: Stage, shards: Sequence[InputShard], job: ShardJob, on_shard: OnShard, on_batch: OnShard | None = None) -> None:
         import ray
 
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        datasource = _datasource(source, block_rows, cpus)
-        # Ray Data sizes an actor pool by the blocks it expects, so ask for at least two
-        # per worker; it splits the read blocks to get them, and the worker's batcher
-        # joins the pieces back into whole batches of ``block_rows``.
-        tasks = len(datasource.get_read_tasks(cpus))
-        return ray.data.read_datasource(
-            datasource, num_cpus=self.config.read_cpus, override_num_blocks=max(tasks, 2 * workers, 1)
-        )
-
-    def rows(self, source: Source, stats: ReadStats | None = None) -> Iterator[Any]:
-        stats = stats if stats is not None else ReadStats()
-        on_error = source.on_error if isinstance(source, Files) else "raise"
-        try:
-            for batch in self._dataset(source).iter_batches(batch_size=None, batch_format="pyarrow"):
-                records, counts = _decode(batch)
-                counts.add_to(stats, on_error)
-                yield from records
-        except Exception as error:
-            raise user_error(error) or error from None
-
-    def map(self, source: Source, task: Task, stats: ReadStats | None = None) -> Iterator[Any]:
-        import ray
-
-        stats = stats if stats is not None else ReadStats()
-        on_error = source.on_error if isinstance(source, Files) else "raise"
-        resources = getattr(self.config, task.stage)
-        self._check_fits(task.stage, resources)
-        batch_size = resources.batch_size or task.batch_size
-        dataset = self._dataset(source, batch_size, resources.actors).map_batches(
-            _RayWorker,
-            fn_constructor_args=(task,),
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=resources.actors),
+        if not shards:
+            return
+        resources = getattr(self.config, stage.name)
+        self._check_fits(stage.name, resources)
+        actor_class = ray.remote(
             num_cpus=resources.cpus_per_actor,
             num_gpus=resources.gpus_per_actor or None,
-        )
+            max_restarts=-1,
+            max_task_retries=-1,
+        )(_ShardWorker)
+        size = min(resources.actors, len(shards))
+        self.actors = [actor_class.remote(stage, job) for _ in range(size)]
+        pending = list(reversed(shards))
+        running: dict[Any, Any] = {}
         try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for payload in batch.column("result").to_pylist():
-                    result, counts = pickle.loads(payload)
-                    counts.add_to(stats, on_error)
-                    if result is not None:
-                        yield result
+            for actor in self.actors:
+                if pending:
+                    running[actor.run.remote(pending.pop())] = actor
+            while running:
+                done, _ = ray.wait(list(running), num_returns=1)
+                actor = running.pop(done[0])
+                on_shard(ray.get(done[0]))
+                if pending:
+                    running[actor.run.remote(pending.pop())] = actor
+            # Close each worker (flushing its request cache) before the driver merges caches.
+            ray.get([actor.close.remote() for actor in self.actors])
         except Exception as error:
             raise user_error(error) or error from None
+        finally:
+            for actor in self.actors:
+                ray.kill(actor)
+            self.actors = []
 
     def _check_fits(self, stage: str, resources) -> None:
-        """A pool that takes every CPU (or more GPUs than there are) would wait forever."""
+        """A pool that asks for more than the cluster has would wait forever."""
         import ray
 
         total = ray.cluster_resources()
         cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
-        need_cpus = resources.actors * resources.cpus_per_actor + self.config.read_cpus
+        need_cpus = resources.actors * resources.cpus_per_actor
         need_gpus = resources.actors * resources.gpus_per_actor
         if need_cpus > cpus + 1e-9 or need_gpus > gpus + 1e-9:
             raise UserError(
                 f"ray.{stage}: {resources.actors} worker(s) x {resources.cpus_per_actor} CPU and "
-                f"{resources.gpus_per_actor} GPU, plus {self.config.read_cpus} CPU to read, do not fit the "
-                f"cluster ({cpus:g} CPUs, {gpus:g} GPUs).\n"
+                f"{resources.gpus_per_actor} GPU do not fit the cluster ({cpus:g} CPUs, {gpus:g} GPUs).\n"
                 f"  fix: lower ray.{stage}.actors or ray.{stage}.cpus_per_actor (for example "
-                f"--set ray.{stage}.cpus_per_actor={_fitting(cpus - self.config.read_cpus, resources.actors)}), "
-                "or add machines"
+                f"--set ray.{stage}.cpus_per_actor={_fitting(cpus, resources.actors)}), or add machines"
             )
 
     def close(self) -> None:

@@ -1,22 +1,17 @@
 """Build the template index from a template bank, streaming.
 
-Passes over the bank (reading is cheap next to embedding):
-
-1. count the templates, which picks the index kind;
-2. for IVF kinds only: embed a sample of about ``index.train_size`` templates, chosen by
-   a hash of their id (uniform over the bank, whatever its order), and train the
-   quantiser on it;
-3. embed every description in batches of ``index.batch_size`` and add them.
-
-So memory holds one batch of vectors plus the index itself, never the whole bank's
-float32 vectors (unless the kind stores them: flat, hnsw).
+Two steps: workers embed the bank's shards and write vector shards; then the driver
+(for IVF kinds) trains the quantiser on a sample of about ``index.train_size`` templates
+chosen by a hash of their id (uniform over the bank, whatever its order) and adds every
+vector, shard by shard. So memory holds one shard of vectors plus the index itself,
+never the whole bank's float32 vectors (unless the kind stores them: flat, hnsw).
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,57 +19,17 @@ import numpy as np
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.progress import Progress
 from fineinstructions.index import IndexBuilder, settings_for
-from fineinstructions.io import read_rows, write_json
-from fineinstructions.io.writers import prepare_output_dir
+from fineinstructions.io import write_json
 from fineinstructions.models.embedder import Embedder
-from fineinstructions.records import TemplateRow
 
 
 def _unit_hash(text: str) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") / 2**64
 
 
-@dataclass
-class EmbedTask:
-    """Embedding one batch of templates' descriptions (all of them, or the training
-    sample: those whose id hashes below ``sample``), as a worker runs it."""
-
-    config: Config
-    sample: float | None = None
-    embedder: Embedder | None = None  # a ready embedder (tests, the local executor), used only in this process
-    stage: str = "index"
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.index.batch_size
-
-    def start(self, place) -> Callable[[list[TemplateRow]], dict | None]:
-        embedder = self.embedder
-        if embedder is None:
-            from fineinstructions.models.embedder import make_embedder
-
-            embedder = make_embedder(self.config.embed)
-        sample = self.sample
-
-        def embed(rows: list[TemplateRow]) -> dict | None:
-            rows = [
-                row for row in rows
-                if row.compatible_document_description.strip() and (sample is None or sample >= 1.0 or _unit_hash(row.id) < sample)
-            ]
-            if not rows:
-                return None
-            tick = time.monotonic()
-            vectors = embedder.embed([row.compatible_document_description for row in rows])
-            return {
-                "ids": [row.id for row in rows],
-                "complexity": [row.complexity for row in rows],
-                "vectors": vectors,
-                "seconds": time.monotonic() - tick,
-            }
-
-        return embed
+def _vector_tables(run) -> list[Path]:
+    return [Path(run.markers[i]["file"]) for i in sorted(run.markers) if run.markers[i].get("file")]
 
 
 def run_index(
@@ -89,30 +44,46 @@ def run_index(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Index the templates in ``template_paths`` (bank folders or shard files) into the
-    folder ``output``. Returns the stats also written to ``output/stats.json``."""
-    from fineinstructions.execution.executor import Files, LocalExecutor
+    folder ``output``. Returns the stats also written to ``output/stats.json``.
 
-    executor = executor or LocalExecutor()
-    out = prepare_output_dir(output, overwrite=overwrite)
-    for name in ("index.json", "index.faiss"):
+    The embed stage runs on the executor's workers and writes vector shards under
+    ``INDEX_DIR/.work/vectors``; the FAISS build is the reduce step, here: it holds the
+    index itself plus the template ids and texts (about 30 + the template's length bytes
+    a template), and for IVF kinds the training sample's vectors."""
+    import pyarrow.parquet as pq
+
+    from fineinstructions.execution.ledger import data_files
+    from fineinstructions.execution.runner import resolved, run_stage
+    from fineinstructions.execution.shards import plan_files
+    from fineinstructions.records import TemplateRow
+    from fineinstructions.stages.base import outcomes
+    from fineinstructions.stages.embed import EmbedStage
+
+    out = Path(output)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    for name in ("index.json", "index.faiss", "stats.json"):
         (out / name).unlink(missing_ok=True)  # index.json marks completion: never leave an old one
+    for path in map(Path, template_paths):
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
     started = time.monotonic()
-    count = 0
-    empty = 0
-    for row in read_rows(template_paths, TemplateRow):
-        if row.compatible_document_description.strip():
-            count += 1
-        else:
-            empty += 1
+    if embedder is None:
+        from fineinstructions.models.embedder import make_embedder
+
+        embedder = make_embedder(config.embed)
+    work = out / ".work" / "vectors"
+    run = run_stage(
+        EmbedStage(config, embedder=embedder), lambda: plan_files(data_files(template_paths), TemplateRow), work,
+        inputs={"templates": [resolved(p) for p in template_paths]}, format="parquet",
+        executor=executor, show_progress=show_progress, unit="templates", log=log,
+    )
+    count = run.counts.get("out", 0)
     if not count:
         raise UserError(
             f"no template with a compatible-document description in {', '.join(map(str, template_paths))}.\n"
             "  fix: pass the folder `fineinstructions templatize` wrote"
         )
-    if embedder is None:
-        from fineinstructions.models.embedder import make_embedder
-
-        embedder = make_embedder(config.embed)
     section = config.index
     train_fraction = min(1.0, section.train_size / count)
     train_count = count if train_fraction >= 1.0 else int(section.train_size)
@@ -123,61 +94,59 @@ def run_index(
         + f", embedder {embedder.identity.model} ({embedder.dimension}-d)"
     )
     builder = IndexBuilder(settings, embedder.identity)
-    embed_seconds = 0.0
-    source = Files(tuple(map(str, template_paths)), "rows", row_type=TemplateRow)
-    # Embedding runs on the executor's workers; the index itself is built here.
-    local = embedder if executor.kind == "local" else None
+    files = [work / name for name in _vector_tables(run)]
+
+    def vectors(table) -> np.ndarray:
+        return np.asarray(table.column("vector").to_pylist(), dtype=np.float32).reshape(len(table), -1)
+
     if builder.needs_training:
-        progress = Progress("index: training sample", unit="templates", enabled=show_progress)
-        vectors = []
-        for item in executor.map(source, EmbedTask(config, train_fraction, local)):
-            vectors.append(item["vectors"])
-            embed_seconds += item["seconds"]
-            progress.update(len(item["ids"]))
-        progress.close()
-        sample = sum(len(v) for v in vectors)
-        if sample < (settings.nlist or 1):
+        sample = []
+        for path in files:
+            table = pq.read_table(path)
+            keep = [i for i, template_id in enumerate(table.column("id").to_pylist()) if _unit_hash(template_id) < train_fraction]
+            if keep:
+                sample.append(vectors(table.take(keep)))
+        sampled = sum(len(v) for v in sample)
+        if sampled < (settings.nlist or 1):
             raise UserError(
-                f"only {sample} templates were sampled to train {settings.nlist} cells.\n"
+                f"only {sampled} templates were sampled to train {settings.nlist} cells.\n"
                 "  fix: raise index.train_size, lower index.nlist, or use index.kind=flat"
             )
         tick = time.monotonic()
-        builder.train(np.concatenate(vectors))
-        log(f"index: trained on {sample} templates in {time.monotonic() - tick:.1f}s")
-    progress = Progress("index", total=count, unit="templates", enabled=show_progress)
+        builder.train(np.concatenate(sample))
+        log(f"index: trained on {sampled} templates in {time.monotonic() - tick:.1f}s")
     seen: set[str] = set()
     duplicates = 0
-    for item in executor.map(source, EmbedTask(config, None, local)):
-        embed_seconds += item["seconds"]
+    for path in files:
+        table = pq.read_table(path)
         keep = []
-        for i, template_id in enumerate(item["ids"]):
+        for i, template_id in enumerate(table.column("id").to_pylist()):
             if template_id in seen:
                 duplicates += 1
                 continue
             seen.add(template_id)
             keep.append(i)
-        if not keep:
-            continue
-        builder.add(item["vectors"][keep], [item["ids"][i] for i in keep], [item["complexity"][i] for i in keep])
-        progress.update(len(keep))
-    progress.close()
-    seconds = time.monotonic() - started
+        if keep:
+            table = table.take(keep)
+            builder.add(vectors(table), table.column("id").to_pylist(), table.column("complexity").to_pylist(), table)
     index = builder.finish(sources=[str(p) for p in template_paths])
     meta = index.save(out)
+    c = run.counts
+    result = outcomes(c)
     stats = {
         "index": {
-            "in": count + empty,
+            "in": result["in"],
             "out": len(index),
-            "skipped": {k: v for k, v in {"empty_description": empty, "duplicate_id": duplicates}.items() if v},
-            "failed": {},
+            "skipped": {**result["skipped"], **({"duplicate_id": duplicates} if duplicates else {})},
+            "failed": result["failed"],
             "kind": settings.kind,
             "settings": settings.to_dict(),
             "embedder": embedder.identity.model,
             "dimension": embedder.dimension,
             "bytes_per_template": meta["bytes_per_template"],
-            "seconds": round(seconds, 2),
-            "embed_seconds": round(embed_seconds, 2),
-            "templates_per_s": round(len(index) / embed_seconds, 1) if embed_seconds else None,
+            "seconds": round(time.monotonic() - started, 2),
+            "embed_seconds": round(c.get("model_seconds", 0.0), 2),
+            "templates_per_s": round(len(index) / c["model_seconds"], 1) if c.get("model_seconds") else None,
         },
         "complexity_histogram": {
             str(level): int(n) for level, n in zip(*np.unique(index.complexity, return_counts=True), strict=False)

@@ -1,42 +1,35 @@
-"""Run the match stage: stream documents through the embedder and the template index.
+"""``match``: documents → matched templates, one output shard per document piece.
 
-Documents are read in batches of ``match.batch_size``; each batch is embedded (all its
-windows batched together), its ``K + 1`` vectors per document searched in one call, and
-the chosen matches appended to sharded output. ``stats.json`` holds the counts, the
-distribution of matches per document, the achieved and target complexity distributions
-and documents/s.
+The corpus is cut into pieces of ``instantiate.shard_size`` documents (the pieces every
+later stage follows); each worker embeds its piece, searches the index it loaded once and
+writes its match shard. Then one reduce step drops documents whose id an earlier shard
+already had (identical texts share a content-hash id): it holds 12 bytes per document
+(a 64-bit hash of the id and its shard), sorts them once, and rewrites only the shards
+that hold a later occurrence.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.executor import Executor, Files, Items, LocalExecutor, Place
-from fineinstructions.execution.progress import Progress
-from fineinstructions.index import TemplateIndex
-from fineinstructions.io import ReadStats, ShardWriter, write_json
-from fineinstructions.io.writers import prepare_output_dir
-from fineinstructions.models.embedder import Embedder
-from fineinstructions.records import DocumentRow, MatchRow
-from fineinstructions.stages.match import Matcher
-
-
-def _index_meta(index_dir: str | Path) -> dict:
-    path = Path(index_dir) / "index.json"
-    if not path.is_file():
-        return {}  # TemplateIndex.load says what is wrong
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    return {"count": meta.get("templates"), "kind": meta.get("settings", {}).get("kind")}
+from fineinstructions.execution.instantiate import document_fields, read_stats
+from fineinstructions.execution.ledger import ShardFolder
+from fineinstructions.execution.runner import resolved, run_stage
+from fineinstructions.execution.shards import InputShard, ReadSpec, id_hash
+from fineinstructions.io import read_rows, write_json
+from fineinstructions.io.pieces import plan_pieces
+from fineinstructions.io.readers import input_files
+from fineinstructions.io.writers import write_table
+from fineinstructions.records import MatchRow, to_table
+from fineinstructions.stages.base import outcomes
+from fineinstructions.stages.match import MatchStage, calibrated_threshold
 
 
 def target_distribution(setting: str, bank: np.ndarray) -> dict[int, float] | None:
@@ -65,64 +58,56 @@ def target_distribution(setting: str, bank: np.ndarray) -> dict[int, float] | No
     return weights
 
 
-@dataclass
-class MatchTask:
-    """Matching one batch of documents, as a worker runs it: the embedder and the index
-    are loaded once per worker (see :mod:`.executor`)."""
-
-    config: Config
-    index_dir: Path
-    embedder: Embedder | None = None  # a ready embedder (tests), used only in this process
-    stage: str = "match"
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.match.batch_size
-
-    def start(self, place: Place) -> Callable[[list[DocumentRow]], dict]:
-        return _MatchWorker(make_matcher(self.config, self.index_dir, self.embedder))
+def plan_documents(paths: Sequence[str | Path], rows: int, limit: int | None = None) -> list[InputShard]:
+    shards: list[InputShard] = []
+    left = limit
+    for path in input_files(paths):
+        if left is not None and left <= 0:
+            break
+        for piece in plan_pieces(path, rows, left):
+            shards.append(InputShard(len(shards), "documents", piece=piece, rows=piece.rows))
+            if left is not None and piece.rows is not None:
+                left -= piece.rows
+    return shards
 
 
-def make_matcher(config: Config, index_dir: str | Path, embedder: Embedder | None = None) -> Matcher:
-    if embedder is None:
-        from fineinstructions.models.embedder import make_embedder
-
-        embedder = make_embedder(config.embed)
-    index = TemplateIndex.load(index_dir, embedder=embedder.identity, nprobe=config.index.nprobe)
-    section = config.match
-    return Matcher(
-        embedder,
-        index,
-        threshold=section.threshold,
-        num_chunks=config.embed.num_chunks,
-        sigma=config.embed.sigma,
-        alpha=config.embed.alpha,
-        candidates=section.candidates,
-        target=target_distribution(section.complexity_distribution, index.complexity),
-        seed=section.seed,
-    )
-
-
-@dataclass
-class _MatchWorker:
-    matcher: Matcher
-
-    def __call__(self, documents: list[DocumentRow]) -> dict:
-        tick = time.monotonic()
-        result = self.matcher(documents)
-        matcher = self.matcher
-        return {
-            "result": result,
-            "documents": [d.id for d in documents],
-            "seconds": time.monotonic() - tick,
-            "about": {
-                "threshold": matcher.threshold,
-                "target": matcher.target,
-                "embedder": matcher.embedder.identity.model,
-                "index_kind": matcher.index.settings.kind,
-                "templates": len(matcher.index),
-            },
-        }
+def drop_duplicate_ids(folder: ShardFolder, markers: dict[int, dict], format: str) -> int:
+    """The reduce step (see the module doc); returns the documents dropped. Idempotent:
+    a shard already rewritten carries ``duplicate_hashes`` in its marker."""
+    hashes, shard_of = [], []
+    for index in sorted(markers):
+        path = folder.markers / f"{index:05d}.ids.npy"
+        if path.exists():
+            found = np.load(path)
+            hashes.append(found)
+            shard_of.append(np.full(len(found), index, dtype=np.int32))
+    if not hashes:
+        return 0
+    every, shards = np.concatenate(hashes), np.concatenate(shard_of)
+    order = np.argsort(every, kind="stable")  # stable: shard order, then read order
+    ordered = every[order]
+    later = np.zeros(len(every), dtype=bool)
+    later[order[1:]] = ordered[1:] == ordered[:-1]
+    dropped = 0
+    for index in np.unique(shards[later]).tolist():
+        marker = markers[index]
+        duplicates = set(every[later & (shards == index)].tolist())
+        dropped += len(duplicates)
+        if "duplicate_hashes" in marker:
+            continue
+        rows = list(read_rows([folder.directory / marker["file"]], MatchRow)) if marker.get("file") else []
+        keep = [r for r in rows if id_hash(r.document_id) not in duplicates]
+        matched = len({r.document_id for r in rows} - {r.document_id for r in keep})
+        counts = Counter(marker["counts"])
+        counts["out"] -= matched
+        counts["skipped:no_match"] -= len(duplicates) - matched
+        counts["skipped:duplicate_id"] += len(duplicates)
+        counts["matches"] -= len(rows) - len(keep)
+        if marker.get("file"):
+            write_table(to_table(keep, MatchRow), folder.directory / marker["file"], format)  # type: ignore[arg-type]
+        marker.update(counts={k: v for k, v in counts.items() if v}, rows=len(keep), duplicate_hashes=[str(h) for h in duplicates])
+        write_json(marker, folder.markers / f"{index:05d}.json")
+    return dropped
 
 
 def run_match(
@@ -133,104 +118,115 @@ def run_match(
     *,
     overwrite: bool = False,
     limit: int | None = None,
-    embedder: Embedder | None = None,
-    executor: Executor | None = None,
+    embedder: Any = None,
+    executor: Any = None,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Match the documents in ``document_paths`` against the index at ``index_dir``,
     writing MatchRow shards to ``output``. Returns the stats also in ``output/stats.json``."""
-    out = prepare_output_dir(output, overwrite=overwrite)
-    executor = executor or LocalExecutor()
-    index_meta = _index_meta(index_dir)
+    from fineinstructions.index import TemplateIndex
+
+    index = TemplateIndex.load(index_dir)  # says what is wrong with a bad folder, before any work
     section = config.match
+    target = target_distribution(section.complexity_distribution, index.complexity)
+    stage = MatchStage(config, str(Path(index_dir).resolve()), target=target, embedder=embedder)
+    threshold = calibrated_threshold(index.identity.model) if section.threshold is None else section.threshold
     log(
-        f"match: {index_meta.get('count', '?')} templates ({index_meta.get('kind', '?')} index), embedder "
-        f"{config.embed.model}, {config.embed.num_chunks + 1} vectors per document, executor {executor.kind}"
+        f"match: {len(index)} templates ({index.settings.kind} index), embedder {index.identity.model}, "
+        f"{config.embed.num_chunks + 1} vectors per document, threshold {threshold}, executor {getattr(executor, 'kind', 'local')}"
     )
-    read_stats = ReadStats()
-    source = Files(tuple(map(str, document_paths)), "documents", fields=config.input.field_mapping(), on_error=config.input.on_error)
-    if limit is not None:
-        source = Items(list(itertools.islice(executor.rows(source, read_stats), limit)))
-    progress = Progress("match", unit="docs", enabled=show_progress)
-    totals = Counter()
-    per_document: Counter = Counter()  # matches -> documents
-    chosen: Counter = Counter()
-    templates_used: set[str] = set()
-    seconds = 0.0
-    about: dict = {}
-    with ShardWriter(out, MatchRow, format=config.output.format, rows_per_shard=config.output.rows_per_shard) as writer:
-        for item in executor.map(source, MatchTask(config, Path(index_dir), embedder), read_stats):
-            result, about = item["result"], item["about"]
-            seconds += item["seconds"]
-            writer.write(result.rows)
-            counts = Counter(row.document_id for row in result.rows)
-            per_document.update(counts[d] for d in item["documents"])
-            chosen.update(result.chosen_complexity)
-            templates_used.update(row.template_id for row in result.rows)
-            totals.update(
-                documents=result.documents,
-                matched=result.matched_documents,
-                matches=len(result.rows),
-                vectors=result.vectors,
-                no_candidate=result.no_candidate,
-                all_taken=result.all_taken,
-                off_target=result.off_target,
-                text_tokens=result.text_tokens,
-                tokens_seen=result.tokens_seen,
-                truncated=result.truncated_documents,
-            )
-            progress.update(
-                result.documents,
-                tokens=result.tokens_seen,
-                extra=f"{totals['matches']} matches, {totals['matched']} docs matched",
-            )
-    if not about:  # no document at all: describe the matcher from here
-        matcher = make_matcher(config, index_dir, embedder)
-        about = {
-            "threshold": matcher.threshold, "target": matcher.target, "embedder": matcher.embedder.identity.model,
-            "index_kind": matcher.index.settings.kind, "templates": len(matcher.index),
-        }
-    progress.close()
-    docs = totals["documents"]
+    out = Path(output)
+    run = run_stage(
+        stage,
+        lambda: plan_documents(document_paths, config.instantiate.shard_size, limit),
+        out,
+        inputs={"documents": [resolved(p) for p in document_paths], "index": resolved(index_dir), "limit": limit},
+        read=ReadSpec(document_fields(config), config.input.on_error),
+        format=config.output.format,
+        record_ids=True,
+        overwrite=overwrite,
+        executor=executor,
+        show_progress=show_progress,
+        unit="documents",
+        log=log,
+    )
+    folder = ShardFolder(out)
+    if drop_duplicate_ids(folder, run.markers, config.output.format):
+        run.counts = Counter()
+        for marker in folder.finished().values():
+            run.counts.update({k: v for k, v in marker["counts"].items() if isinstance(v, (int, float))})
+    c = run.counts
+    docs = c.get("in", 0)
+    per_document = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("matches_per_document:")}
+    chosen = {int(k.split(":", 1)[1]): v for k, v in c.items() if k.startswith("complexity:")}
     chosen_total = sum(chosen.values())
+    bank_target = target or {int(k): float(v) for k, v in zip(*np.unique(index.complexity, return_counts=True), strict=False)}
+    norm = sum(bank_target.values()) or 1.0
+    distinct = set()
+    for marker in run.markers.values():
+        if marker.get("file") and (out / marker["file"]).exists():
+            import pyarrow.parquet as pq
+
+            if marker["file"].endswith(".parquet"):
+                distinct.update(pq.read_table(out / marker["file"], columns=["template_id"]).column(0).to_pylist())
+            else:
+                distinct.update(r.template_id for r in read_rows([out / marker["file"]], MatchRow))
     stats = {
-        "read_documents": read_stats.as_dict(),
+        "read_documents": read_stats(run),
         "match": {
-            "in": docs,
-            "out": totals["matched"],
-            "skipped": {"no_match": docs - totals["matched"]} if docs - totals["matched"] else {},
-            "failed": {},
-            "matches": totals["matches"],
-            "matched_fraction": round(totals["matched"] / docs, 4) if docs else None,
-            "matches_per_document": round(totals["matches"] / docs, 3) if docs else None,
-            "matches_per_document_histogram": {str(k): per_document[k] for k in sorted(per_document)},
-            "distinct_templates": len(templates_used),
-            "vectors": totals["vectors"],
+            **outcomes(c),
+            "matches": c.get("matches", 0),
+            "matched_fraction": round(c.get("out", 0) / docs, 4) if docs else None,
+            "matches_per_document": round(c.get("matches", 0) / docs, 3) if docs else None,
+            "matches_per_document_histogram": {k: per_document[k] for k in sorted(per_document, key=int)},
+            "distinct_templates": len(distinct),
+            "vectors": c.get("vectors", 0),
             "vectors_without_match": {
-                "no_candidate_above_threshold": totals["no_candidate"],
-                "candidates_already_chosen": totals["all_taken"],
-                "no_candidate_in_target_complexities": totals["off_target"],
+                "no_candidate_above_threshold": c.get("no_candidate", 0),
+                "candidates_already_chosen": c.get("all_taken", 0),
+                "no_candidate_in_target_complexities": c.get("off_target", 0),
             },
-            "threshold": about["threshold"],
+            "threshold": threshold,
             "candidates_per_vector": section.candidates,
             "vectors_per_document": config.embed.num_chunks + 1,
-            "embedder": about["embedder"],
-            "index_kind": about["index_kind"],
-            "templates_in_index": about["templates"],
+            "embedder": index.identity.model,
+            "index_kind": index.settings.kind,
+            "templates_in_index": len(index),
             "seed": section.seed,
-            "text_tokens": totals["text_tokens"],
-            "tokens_seen": totals["tokens_seen"],
-            "truncated_documents": totals["truncated"],
-            "seconds": round(seconds, 2),
-            "documents_per_s": round(docs / seconds, 2) if seconds else None,
-            "tokens_per_s": round(totals["tokens_seen"] / seconds, 1) if seconds else None,
+            "text_tokens": c.get("text_tokens", 0),
+            "tokens_seen": c.get("tokens_seen", 0),
+            "truncated_documents": c.get("truncated_documents", 0),
+            "shards": len(run.markers),
+            **run.rates("in", "tokens_seen", name="documents"),
         },
         "complexity": {
-            "target": {str(k): round(v, 4) for k, v in about["target"].items()},
+            "target": {str(k): round(v / norm, 4) for k, v in sorted(bank_target.items())},
             "chosen": {str(k): round(chosen[k] / chosen_total, 4) for k in sorted(chosen)} if chosen_total else {},
             "chosen_counts": {str(k): chosen[k] for k in sorted(chosen)},
         },
     }
+    best = {float(k.split(":", 1)[1]): v for k, v in c.items() if k.startswith("best_score:")}
+    stats["match"]["best_score_histogram"] = {f"{k:.2f}": best[k] for k in sorted(best)}
+    if docs and not c.get("out", 0):
+        log(no_match_advice(stats["match"]))
     write_json(stats, out / "stats.json")
     return stats
+
+
+def no_match_advice(match: dict) -> str:
+    """Why a run matched nothing, and what to change (defect: it used to end silently)."""
+    return (
+        f"match: none of the {match['in']} documents matched any of the {match['templates_in_index']} templates "
+        f"at threshold {match['threshold']}; {_best(match)}.\n"
+        "  fix: lower the threshold (--threshold or --set match.threshold=...), build a bigger template bank "
+        "(more queries), or check that the documents and the queries are about the same topics"
+    )
+
+
+def _best(match: dict) -> str:
+    histogram = match.get("best_score_histogram") or {}
+    if not histogram:
+        return "no template was found near any document"
+    top = max(histogram, key=float)
+    return f"the best scores seen were {top}–{float(top) + 0.05:.2f} ({histogram[top]} document(s))"

@@ -1,46 +1,25 @@
 """Run the pack stage: judged pairs + documents → the final dataset, with its card.
 
 Documents are counted with the configured tokenizer and give the token budget; the
-judged pairs are formatted, counted and kept while they fit (:mod:`fineinstructions.pack`).
+judged pairs are formatted, counted and kept while they fit (:mod:`fineinstructions.pack`),
+the budget carrying over from document to document within each shard.
 The dataset folder holds the rows (sharded Parquet or JSONL), ``stats.json`` and a
 dataset card, ``README.md``.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from fineinstructions import __version__
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.ledger import data_files
-from fineinstructions.io import ReadStats, ShardWriter, read_rows, write_json
-from fineinstructions.io.writers import atomic_write, prepare_output_dir
+from fineinstructions.io import write_json
+from fineinstructions.io.writers import atomic_write
 from fineinstructions.pack import PAIR_FORMAT
-from fineinstructions.records import DocumentRow, PairRow
-from fineinstructions.stages.pack import pack_stage, with_token_counts
-from fineinstructions.tokens import load_token_counter
-
-
-@dataclass
-class CountTask:
-    """Counting the tokens of a batch of documents; gives them back without their text."""
-
-    config: Config
-    stage: str = "pack"
-    batch_size: int = 256
-
-    def start(self, place) -> Callable[[list[DocumentRow]], list[DocumentRow]]:
-        counter = load_token_counter(self.config.pack.tokenizer)
-
-        def count(documents: list[DocumentRow]) -> list[DocumentRow]:
-            return [replace(d, text="") for d in with_token_counts(documents, counter)]
-
-        return count
+from fineinstructions.records import PairRow
 
 
 def run_pack(
@@ -51,49 +30,83 @@ def run_pack(
     *,
     overwrite: bool = False,
     executor=None,
+    show_progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Pack the pairs; returns the stats also written to ``output/stats.json``."""
-    out = prepare_output_dir(output, overwrite=overwrite)
-    (out / "stats.json").unlink(missing_ok=True)  # written last: it marks a finished dataset
-    from fineinstructions.execution.executor import Files, LocalExecutor
+    """Pack the pairs; returns the stats also written to ``output/stats.json``.
 
-    executor = executor or LocalExecutor()
-    tick = time.monotonic()
-    read_stats = ReadStats()
-    # Counting the documents' tokens (the corpus's budget) is the work of this stage: it
-    # runs on the executor's workers; the running budget is then kept here, in order.
-    source = Files(tuple(map(str, document_paths)), "documents", fields=config.input.field_mapping(), on_error=config.input.on_error)
-    documents = [row for rows in executor.map(source, CountTask(config), read_stats) for row in rows]
-    pairs = [row for path in data_files(pair_paths) for row in read_rows([path], PairRow)]
-    counter = load_token_counter(config.pack.tokenizer)
-    try:
-        result, stats = pack_stage(documents, pairs, counter=counter, seed=config.pack.seed)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    with ShardWriter(out, PairRow, format=config.output.format, rows_per_shard=config.output.rows_per_shard) as writer:
-        writer.write(result.kept)
-    stats["seconds"] = round(time.monotonic() - tick, 2)
-    stats["pairs_per_document"] = round(len(result.kept) / len(documents), 4) if documents else None
-    write_dataset_card(out, result.kept, stats, len(documents))
-    full = {"read_documents": read_stats.as_dict(), "pack": stats}
+    Shard *i* of the dataset is judged shard *i* packed under the budget of the document
+    piece it came from (judged pairs not written by ``judge`` are joined with the
+    documents piece by piece)."""
+    from fineinstructions.execution.instantiate import document_fields, joined_plan, read_stats
+    from fineinstructions.execution.runner import resolved, run_stage
+    from fineinstructions.execution.shards import ReadSpec
+    from fineinstructions.stages.base import outcomes
+    from fineinstructions.stages.pack import PackStage
+
+    for path in map(Path, pair_paths):
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+    out = Path(output)
+    run = run_stage(
+        PackStage(config),
+        joined_plan(pair_paths, document_paths, PairRow, config.instantiate.shard_size),
+        out,
+        inputs={"pairs": [resolved(p) for p in pair_paths], "documents": [resolved(p) for p in document_paths]},
+        read=ReadSpec(document_fields(config), config.input.on_error),
+        format=config.output.format,
+        overwrite=overwrite,
+        executor=executor,
+        show_progress=show_progress,
+        unit="documents",
+        log=log,
+    )
+    c = run.counts
+    documents = c.get("documents", 0)
+    stats = {
+        **outcomes(c),
+        "documents": documents,
+        "budget_tokens": c.get("budget_tokens", 0),
+        "kept_tokens": c.get("kept_tokens", 0),
+        "carry_over_tokens": c.get("carry_over_tokens", 0),
+        "tokenizer": config.pack.tokenizer,
+        "shards": len(run.markers),
+        "seconds": round(run.wall_seconds, 2),
+        "pairs_per_document": round(c.get("out", 0) / documents, 4) if documents else None,
+    }
+    made_by: dict[str, Counter] = {"instantiate": Counter(), "judge": Counter()}
+    for key, value in c.items():
+        if key.startswith("made_by:"):
+            role, _, what = key[len("made_by:"):].partition(":")
+            made_by[role][what] += value
+    card = {
+        "excerpt_ratio": c.get("excerpt_ratio_sum", 0.0) / c["out"] if c.get("out") else 0.0,
+        "cut": c.get("cut_documents", 0),
+        "made_by": made_by,
+    }
+    write_dataset_card(out, stats, card)
+    full = {"read_documents": read_stats(run), "pack": stats}
     write_json(full, out / "stats.json")
     log(
-        f"pack: kept {stats['out']} of {stats['in']} pairs from {stats['documents']} documents "
-        f"({stats['kept_tokens']} of {stats['budget_tokens']} budget tokens, {counter.name} tokenizer)"
+        f"pack: kept {stats['out']} of {stats['in']} pairs from {documents} documents "
+        f"({stats['kept_tokens']} of {stats['budget_tokens']} budget tokens, {config.pack.tokenizer} tokenizer)"
     )
     return full
 
 
-def _values(rows: Sequence[PairRow], name: str) -> str:
-    found = Counter(getattr(row, name) for row in rows if getattr(row, name))
+def _values(made: Counter, part: int) -> str:
+    found: Counter = Counter()
+    for key, count in made.items():
+        value = key.split("|")[part]
+        if value and value != "None":
+            found[value] += count
     return ", ".join(f"`{value}` ({count})" for value, count in found.most_common()) or "none"
 
 
-def write_dataset_card(out: Path, rows: Sequence[PairRow], stats: dict, documents: int) -> Path:
+def write_dataset_card(out: Path, stats: dict, card: dict) -> Path:
     """``README.md`` beside the data: what the rows are, how they were made, their columns."""
-    ratio = sum(r.excerpt_ratio for r in rows) / len(rows) if rows else 0.0
-    cut = sum(r.document_chars is not None for r in rows)
+    ratio, cut, made_by = card["excerpt_ratio"], card["cut"], card["made_by"]
+    documents, pairs = stats["documents"], stats["out"]
     shown_format = PAIR_FORMAT.replace("\n", "\\n")
     card = f"""---
 pretty_name: FineInstructions synthetic instruction data
@@ -114,15 +127,15 @@ documents' own token budget.
 
 ## Contents
 
-- **{len(rows)} pairs** from **{documents} documents** ({len(rows) / documents if documents else 0:.2f} per document)
+- **{pairs} pairs** from **{documents} documents** ({pairs / documents if documents else 0:.2f} per document)
 - {stats['kept_tokens']} tokens of pairs within a budget of {stats['budget_tokens']} document tokens
   (tokenizer `{stats['tokenizer']}`)
 - mean excerpt ratio {ratio:.3f}; {cut} pair(s) come from documents cut to fit the model's context
 
 Models and prompt versions:
 
-- instantiated by {_values(rows, "instantiate_model")} with prompt {_values(rows, "instantiate_prompt_version")}
-- judged by {_values(rows, "judge_model")} with prompt {_values(rows, "judge_prompt_version")}
+- instantiated by {_values(made_by["instantiate"], 0)} with prompt {_values(made_by["instantiate"], 1)}
+- judged by {_values(made_by["judge"], 0)} with prompt {_values(made_by["judge"], 1)}
 
 ## Format
 

@@ -79,13 +79,14 @@ def run_pipeline(
     :class:`~fineinstructions.execution.executor.RayExecutor` runs them on a cluster).
     The same inputs and configuration give the same rows either way."""
     from fineinstructions.config import RayConfig
-    from fineinstructions.execution.executor import LocalExecutor, resolved
+    from fineinstructions.execution.executor import LocalExecutor
     from fineinstructions.execution.index import run_index
     from fineinstructions.execution.instantiate import run_instantiate
     from fineinstructions.execution.judge import run_judge
     from fineinstructions.execution.match import run_match
     from fineinstructions.execution.pack import run_pack
-    from fineinstructions.execution.templatize import beside, run_templatize
+    from fineinstructions.execution.runner import beside, resolved
+    from fineinstructions.execution.templatize import run_templatize
 
     executor = executor or LocalExecutor()
     out = Path(output)
@@ -107,7 +108,7 @@ def run_pipeline(
 
     def stage(name: str, work: Callable[[], dict]) -> dict:
         done = _finished(folders[name])
-        if done is not None and name not in ("pairs", "judged"):
+        if done is not None:
             log(f"[{name}] finished in an earlier run; kept")
             return done
         log(f"[{name}] running")
@@ -117,15 +118,15 @@ def run_pipeline(
         return result
 
     options = dict(show_progress=show_progress, log=log, executor=executor)
-    templates = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, overwrite=True, **options))
+    templates = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, **options))
     if not templates["templatize"]["out"]:
         raise UserError(
             f"no valid template was made from {', '.join(map(str, query_paths))}; see "
             f"{beside(folders['templates'], '.rejects.jsonl')} for why each query was rejected"
         )
-    index = stage("index", lambda: run_index([folders["templates"]], folders["index"], config, overwrite=True, **options))
+    index = stage("index", lambda: run_index([folders["templates"]], folders["index"], config, **options))
     matches = stage(
-        "matches", lambda: run_match(document_paths, folders["index"], folders["matches"], config, overwrite=True, **options)
+        "matches", lambda: run_match(document_paths, folders["index"], folders["matches"], config, **options)
     )
     pairs = stage(
         "pairs",
@@ -137,7 +138,7 @@ def run_pipeline(
     dataset = stage(
         "dataset",
         lambda: run_pack(
-            [folders["judged"]], document_paths, folders["dataset"], config, overwrite=True, executor=executor, log=log
+            [folders["judged"]], document_paths, folders["dataset"], config, executor=executor, log=log
         ),
     )
     stats = summarize(templates, index, matches, pairs, judged, dataset)
@@ -180,7 +181,7 @@ def summarize(templates: dict, index: dict, matches: dict, pairs: dict, judged: 
                 i, "documents", "truncated_documents", "model", "prompt_version", "constraint", "markers",
                 "unresolved_markers", "ambiguous_markers", "unresolved_marker_rate", "prompt_tokens",
                 "cached_prompt_tokens", "cached_prompt_fraction", "completion_tokens", "model_calls", "cache_hits",
-                "seconds", "pairs_per_s", "tokens_per_s", "completion_tokens_per_s",
+                "seconds", "wall_seconds", "pairs_per_s", "pairs_per_s_per_worker", "tokens_per_s", "completion_tokens_per_s",
             ),
             "judge": _step(
                 j, "score_histogram", "min_score", "model", "format", "prompt_version", "prompt_tokens",

@@ -1,9 +1,11 @@
-"""Run the templatize stage over query files: filter, templatize, write the bank.
+"""``templatize``: query files → the template bank, resumably.
 
-Queries stream from the input files in batches: each batch is filtered (duplicates,
-protected evaluation prompts, harmful content), templatized and validated, and its valid
-templates are appended to the bank (sharded Parquet or JSONL). Beside the output folder,
-never inside it:
+Three steps: the query filters (a reduce, in input order: exact and near duplicates,
+protected evaluation prompts, harmful content) write the kept queries as shards under
+``TEMPLATES_DIR/.work/queries``; the templatize stage runs over those shards on the
+executor's workers (``.work/templatized``, resumable shard by shard); and a last reduce
+keeps the first of equal templates, in shard order, in the bank. Beside the output
+folder, never inside it:
 
 - ``TEMPLATES_DIR.rejects.jsonl``: every dropped query and rejected model answer, with
   the reason and the model's raw output;
@@ -17,38 +19,31 @@ the complexity histogram and the throughput.
 from __future__ import annotations
 
 import itertools
-import time
+import json
+import shutil
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from fineinstructions.config import Config
-from fineinstructions.execution.executor import (
-    Files,
-    Items,
-    LLMWorker,
-    LocalExecutor,
-    merge_worker_caches,
-    worker_llm,
-)
-from fineinstructions.execution.progress import Progress
+from fineinstructions.errors import UserError
+from fineinstructions.execution.instantiate import token_rates
+from fineinstructions.execution.ledger import ShardFolder
 from fineinstructions.execution.rejects import RejectsFile
-from fineinstructions.io import ReadStats, ShardWriter, write_json
-from fineinstructions.io.writers import prepare_output_dir
+from fineinstructions.execution.runner import beside, resolved, run_stage
+from fineinstructions.execution.shards import InputShard
+from fineinstructions.io import ReadStats, ShardWriter, read_queries, read_rows, write_json
+from fineinstructions.io.formats import format_suffix
+from fineinstructions.io.writers import write_table
 from fineinstructions.models.llm import LLM
-from fineinstructions.records import QueryRow, RejectRow, TemplateRow
+from fineinstructions.records import QueryRow, RejectRow, TemplateRow, to_table
+from fineinstructions.stages.base import outcomes
 from fineinstructions.stages.dedup import normalize_query
+from fineinstructions.stages.llm_stages import TemplatizeStage
 from fineinstructions.stages.query_filter import QueryFilter
 from fineinstructions.stages.templatize import STAGE, Templatizer
 
 T = TypeVar("T")
-
-
-def beside(output: str | Path, suffix: str) -> Path:
-    """``templates/`` + ``.rejects.jsonl`` → ``templates.rejects.jsonl`` next to it."""
-    output = Path(output)
-    return output.with_name(output.name.rstrip("/") + suffix)
 
 
 def batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -57,43 +52,44 @@ def batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def make_templatizer(config: Config, llm: LLM) -> Templatizer:
-    section = config.templatize
-    return Templatizer(
-        llm,
-        mode=section.mode,
-        prompt=section.prompt,
-        constraint=section.constraint,
-        max_tokens=section.max_tokens,
-    )
+def _fields(config: Config):
+    input_config = config.input
+    return input_config.query_fields() if hasattr(input_config, "query_fields") else input_config.field_mapping()
 
 
-@dataclass
-class TemplatizeTask:
-    """Templatizing one batch of queries, as a worker runs it (see :mod:`.executor`)."""
-
-    config: Config
-    cache: Path | None
-    llm: LLM | None = None  # a ready backend (tests), used only in this process
-    stage: str = "templatize"
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.templatize.batch_size
-
-    def start(self, place) -> Callable[[list[QueryRow]], dict]:
-        llm, owns = worker_llm(self.config.templatize.llm, self.cache, place, self.llm)
-        return _TemplatizeWorker(llm=llm, owns_llm=owns, templatizer=make_templatizer(self.config, llm))
-
-
-@dataclass
-class _TemplatizeWorker(LLMWorker):
-    templatizer: Templatizer
-
-    def __call__(self, queries: list[QueryRow]) -> dict:
-        tick = time.monotonic()
-        result = self.templatizer(queries)
-        return {"result": result, "queries": len(queries), "seconds": time.monotonic() - tick}
+def filter_queries(
+    query_paths: Sequence[str | Path], work: Path, config: Config, *, limit: int | None, shard_size: int, log: Callable[[str], None]
+) -> dict:
+    """The first reduce step: read every query in order, drop exact and near duplicates,
+    protected (evaluation) prompts and harmful ones, and write the kept queries as shards
+    of ``shard_size``. It holds the filters' state: about 100 bytes a kept query for
+    exact dedup, plus the MinHash index for near dedup (see :mod:`..stages.dedup`).
+    Finished when ``done.json`` exists; otherwise it is redone whole (it is cheap next to
+    templatizing)."""
+    done_file = work / "done.json"
+    if done_file.exists():
+        return json.loads(done_file.read_text(encoding="utf-8"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    read = ReadStats()
+    queries: Iterable[QueryRow] = read_queries(query_paths, fields=_fields(config), stats=read, on_error=config.input.on_error)
+    if limit is not None:
+        queries = itertools.islice(queries, limit)
+    query_filter = QueryFilter.from_config(config.queries)
+    shards = 0
+    with RejectsFile(work / "rejects.jsonl") as rejects:
+        for batch in batched(queries, shard_size):
+            passed, dropped = query_filter.filter(batch)
+            rejects.write(_dropped_query(query, reason) for query, reason in dropped)
+            if passed:
+                write_table(to_table(passed, QueryRow), work / f"part-{shards:05d}.parquet")
+                shards += 1
+        for error in read.errors:
+            rejects.write([RejectRow(stage="read", input_id=str(error.path), reason="invalid_row", detail=str(error), input="")])
+    result = {"read_queries": read.as_dict(), "filter_queries": query_filter.stats, "shards": shards}
+    write_json(result, done_file)
+    return result
 
 
 def run_templatize(
@@ -110,119 +106,127 @@ def run_templatize(
 ) -> dict:
     """Templatize the queries in ``query_paths`` into the bank at ``output``.
 
-    ``llm`` replaces the configured backend (tests pass a scripted one). Returns the
-    stats also written to ``output/stats.json``.
+    Three steps: filter the queries (a reduce, in order), templatize their shards (on the
+    executor's workers), and remove templates that repeat an earlier one (a reduce, in
+    shard order). Resumes an unfinished run into the same folder. ``llm`` replaces the
+    configured backend (tests pass a scripted one). Returns the stats also written to
+    ``output/stats.json``.
     """
-    out = prepare_output_dir(output, overwrite=overwrite)
-    rejects_path = beside(out, ".rejects.jsonl")
-    executor = executor or LocalExecutor()
-    cache = beside(out, ".cache.sqlite") if config.templatize.llm.cache else None
-    merge_worker_caches(cache)
-    read_stats = ReadStats()
-    queries: Iterable[QueryRow] = executor.rows(
-        Files(tuple(map(str, query_paths)), "queries", fields=config.input.field_mapping(), on_error=config.input.on_error),
-        read_stats,
-    )
-    if limit is not None:
-        queries = itertools.islice(queries, limit)
-    query_filter = QueryFilter.from_config(config.queries)
-    if llm is None:
-        from fineinstructions.models.factory import make_llm
-
-        templatizer = make_templatizer(config, make_llm(config.templatize.llm))  # names it; loads nothing
-    else:
-        templatizer = make_templatizer(config, llm)
+    out = Path(output)
+    work = out / ".work"
+    folder = ShardFolder(out)
+    if overwrite and out.exists():
+        folder.clear()
+    elif (out / "stats.json").exists() and (work / "templatized").exists():
+        stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+        if stats.get("inputs") == _inputs(query_paths, limit, config):
+            log("templatize: finished in an earlier run; kept")
+            return stats
+    elif out.exists() and any(p.is_file() and format_suffix(p) for p in out.iterdir()) and not work.exists():
+        raise UserError(
+            f"{out} already holds output that this command did not write.\n"
+            "  fix: choose another output folder, or pass --overwrite to replace it"
+        )
+    section = config.templatize
+    stage = TemplatizeStage(config, llm=llm)
+    templatizer = stage.describe()
     log(
         f"templatize: {templatizer.model}, {templatizer.mode} mode, prompt "
-        f"{templatizer.prompt_version}, constraint {templatizer.constraint}, executor {executor.kind}"
+        f"{templatizer.prompt_version}, constraint {templatizer.constraint}, executor {getattr(executor, 'kind', 'local')}"
     )
-
-    progress = Progress("templatize", unit="queries", enabled=show_progress)
-    histogram: Counter = Counter()  # complexity -> templates in the bank
-    seen: dict[str, str] = {}  # normalised template text -> id of the first
-    failed: Counter = Counter()
-    skipped: Counter = Counter()
-    tokens = Counter()
-    templatize_in = 0
-    model_seconds = 0.0
-    with (
-        ShardWriter(
-            out, TemplateRow, format=config.output.format, rows_per_shard=config.output.rows_per_shard
-        ) as writer,
-        RejectsFile(rejects_path) as rejects,
-    ):
-        def kept() -> Iterator[QueryRow]:
-            # The filters keep state (the queries seen so far), so they run here, in order.
-            for batch in batched(queries, config.templatize.batch_size):
-                passed, dropped = query_filter.filter(batch)
-                rejects.write(_dropped_query(query, reason) for query, reason in dropped)
-                yield from passed
-
-        # Here the queries stream through; a cluster is given them all at once.
-        source = Items(kept() if executor.kind == "local" else list(kept()))
-        for item in executor.map(source, TemplatizeTask(config, cache, llm)):
-            result = item["result"]
-            model_seconds += item["seconds"]
-            templatize_in += item["queries"]
-            failed.update(result.failed)
-            tokens.update(
-                prompt=result.prompt_tokens,
-                completion=result.completion_tokens,
-                cached=result.cached_tokens,
-            )
-            new = []
-            for template in result.templates:
-                key = normalize_query(template.template)
-                if key in seen:
-                    skipped["duplicate_template"] += 1
-                    rejects.write([_duplicate(template, seen[key], templatizer)])
-                    continue
-                seen[key] = template.id
-                new.append(template)
-            writer.write(new)
-            histogram.update(t.complexity for t in new)
-            rejects.write(result.rejects)
-            progress.update(
-                item["queries"],
-                tokens=result.completion_tokens,
-                extra=f"{sum(histogram.values())} templates, {sum(failed.values())} rejected",
-            )
-    progress.close()
-    merge_worker_caches(cache)
-
-    filter_stats = query_filter.stats
+    inputs = _inputs(query_paths, limit, config)
+    previous = work / "inputs.json"
+    if previous.exists() and json.loads(previous.read_text(encoding="utf-8")) != json.loads(json.dumps(inputs)):
+        raise UserError(
+            f"{out} holds templates of other queries or query filters.\n"
+            "  fix: choose another output folder, or pass --overwrite to start again"
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(inputs, previous)
+    filtered = filter_queries(query_paths, work / "queries", config, limit=limit, shard_size=getattr(section, "shard_size", 256), log=log)
+    files = sorted((work / "queries").glob("part-*.parquet"))
+    run = run_stage(
+        stage,
+        lambda: [InputShard(i, "rows", files=(str(f),), row_type="QueryRow") for i, f in enumerate(files)],
+        work / "templatized",
+        inputs=inputs,
+        format="parquet",
+        cache=beside(out, ".cache.sqlite") if section.llm.cache else None,
+        executor=executor,
+        show_progress=show_progress,
+        unit="queries",
+        log=log,
+    )
+    histogram, duplicates = dedup_templates(run, out, config, templatizer)
+    c = run.counts
+    rejects_path = folder.join_rejects(
+        beside(out, ".rejects.jsonl"), [work / "queries" / "rejects.jsonl", run.rejects_file, duplicates]
+    )
     out_count = sum(histogram.values())
+    templatize_in = c.get("in", 0)
+    valid = c.get("out", 0)
     stats = {
-        "read_queries": read_stats.as_dict(),
-        "filter_queries": filter_stats,
+        "inputs": inputs,
+        "read_queries": filtered["read_queries"],
+        "filter_queries": filtered["filter_queries"],
         "templatize": {
             "in": templatize_in,
             "out": out_count,
-            "skipped": dict(skipped),
-            "failed": dict(sorted(failed.items(), key=lambda kv: -kv[1])),
+            "skipped": {"duplicate_template": valid - out_count} if valid - out_count else {},
+            "failed": outcomes(c)["failed"],
             # Valid: passed every check (a duplicate of an earlier template is valid too).
-            "valid": out_count + skipped["duplicate_template"],
-            "valid_rate": round((out_count + skipped["duplicate_template"]) / templatize_in, 4)
-            if templatize_in
-            else None,
+            "valid": valid,
+            "valid_rate": round(valid / templatize_in, 4) if templatize_in else None,
             "model": templatizer.model,
             "mode": templatizer.mode,
             "prompt_version": templatizer.prompt_version,
             "constraint": templatizer.constraint,
-            "seconds": round(model_seconds, 2),
-            "queries_per_s": round(templatize_in / model_seconds, 3) if model_seconds else None,
-            "prompt_tokens": tokens["prompt"],
-            "cached_prompt_tokens": tokens["cached"],
-            "completion_tokens": tokens["completion"],
-            "completion_tokens_per_s": round(tokens["completion"] / model_seconds, 1)
-            if model_seconds
-            else None,
+            "shards": len(run.markers),
+            **{k: v for k, v in token_rates(run, "in").items() if not k.startswith("pairs_per_s")},
+            **run.rates("in", name="queries"),
         },
         "complexity_histogram": {str(k): histogram[k] for k in sorted(histogram)},
         "rejects_file": str(rejects_path),
     }
     write_json(stats, out / "stats.json")
     return stats
+
+
+def _inputs(query_paths: Sequence[str | Path], limit: int | None, config: Config) -> dict:
+    return {
+        "queries": [resolved(p) for p in query_paths],
+        "limit": limit,
+        "filters": config.queries.model_dump(mode="json"),
+        "fields": str(_fields(config)),
+    }
+
+
+def dedup_templates(run, out: Path, config: Config, templatizer) -> tuple[Counter, Path]:
+    """The last reduce step: keep the first of equal templates (after normalising case
+    and spacing), in shard order, and write the bank. Holds one normalised text and id
+    per distinct template (about 150 bytes each)."""
+    for path in out.glob("part-*"):
+        path.unlink()
+    seen: dict[str, str] = {}
+    histogram: Counter = Counter()
+    duplicates = out / ".work" / "duplicates.jsonl"
+    files = [Path(run.markers[i]["file"]) for i in sorted(run.markers) if run.markers[i].get("file")]
+    with (
+        ShardWriter(out, TemplateRow, format=config.output.format, rows_per_shard=config.output.rows_per_shard) as writer,
+        RejectsFile(duplicates) as rejects,
+    ):
+        for name in files:
+            kept = []
+            for template in read_rows([out / ".work" / "templatized" / name], TemplateRow):
+                key = normalize_query(template.template)
+                if key in seen:
+                    rejects.write([_duplicate(template, seen[key], templatizer)])
+                    continue
+                seen[key] = template.id
+                kept.append(template)
+                histogram[template.complexity] += 1
+            writer.write(kept)
+    return histogram, duplicates
 
 
 def _dropped_query(query: QueryRow, reason: str) -> RejectRow:

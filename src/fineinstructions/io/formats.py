@@ -13,7 +13,8 @@ import gzip
 import json
 import zlib
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Callable, Iterable, Iterator
 
 from fineinstructions.errors import InputError
 
@@ -22,9 +23,9 @@ RawRecord = tuple[str, "dict | InputError"]
 _UTF8_FIX = "convert the file to UTF-8 (for example: iconv -f latin1 -t utf-8 IN > OUT)"
 
 
-def _decoded_lines(path: Path, handle: IO[bytes]) -> Iterator[tuple[int, "str | InputError"]]:
-    """Lines of a byte stream decoded as UTF-8, numbered from 1, newline kept."""
-    for number, raw in enumerate(handle, start=1):
+def _decoded_lines(path: Path, handle: Iterable[bytes], first: int = 1) -> Iterator[tuple[int, "str | InputError"]]:
+    """Lines of a byte stream decoded as UTF-8, numbered from ``first``, newline kept."""
+    for number, raw in enumerate(handle, start=first):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -40,8 +41,8 @@ def _decoded_lines(path: Path, handle: IO[bytes]) -> Iterator[tuple[int, "str | 
         yield number, line
 
 
-def _read_jsonl(path: Path, handle: IO[bytes]) -> Iterator[RawRecord]:
-    for number, line in _decoded_lines(path, handle):
+def _read_jsonl(path: Path, handle: Iterable[bytes], first: int = 1) -> Iterator[RawRecord]:
+    for number, line in _decoded_lines(path, handle, first):
         location = f"line {number}"
         if isinstance(line, InputError):
             yield location, line
@@ -102,7 +103,9 @@ def _read_csv(path: Path, handle: IO[bytes]) -> Iterator[RawRecord]:
         ) from None
 
 
-def _read_parquet(path: Path, handle: IO[bytes] | None = None) -> Iterator[RawRecord]:
+def _read_parquet(
+    path: Path, handle: IO[bytes] | None = None, row_groups: tuple[int, int] | None = None, first: int = 1
+) -> Iterator[RawRecord]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -114,8 +117,9 @@ def _read_parquet(path: Path, handle: IO[bytes] | None = None) -> Iterator[RawRe
             f"not a readable Parquet file ({error})",
             fix="check that the file is a complete Parquet file, or write it again",
         ) from None
-    number = 0
-    for batch in parquet.iter_batches(batch_size=4096):
+    number = first - 1
+    groups = list(range(*row_groups)) if row_groups is not None else None
+    for batch in parquet.iter_batches(batch_size=4096, row_groups=groups):
         for record in batch.to_pylist():
             number += 1
             yield f"row {number}", record

@@ -20,10 +20,13 @@ A vector with no candidate above the threshold contributes nothing; it is counte
 
 from __future__ import annotations
 
+import math
+import time
+
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +35,7 @@ from fineinstructions.errors import UserError
 from fineinstructions.index import TemplateIndex, require_same_embedder
 from fineinstructions.models.embedder import Embedder, normalize
 from fineinstructions.records import DocumentRow, MatchRow
+from fineinstructions.stages.base import Stage, StageBatch
 
 STAGE = "match"
 
@@ -102,6 +106,7 @@ class MatchResult:
     tokens_seen: int = 0
     truncated_documents: int = 0
     chosen_complexity: Counter = field(default_factory=Counter)
+    best_scores: list = field(default_factory=list)  # each document's best cosine over its vectors
 
     @property
     def vectors_without_match(self) -> int:
@@ -168,6 +173,9 @@ class Matcher:
             result.text_tokens += item.text_tokens
             result.tokens_seen += item.tokens_seen
             result.truncated_documents += item.truncated
+            best = scores[d * per_doc : (d + 1) * per_doc]
+            valid = best[positions[d * per_doc : (d + 1) * per_doc] >= 0]
+            result.best_scores.append(float(valid.max()) if valid.size else None)
             rng = document_rng(self.seed, document.id)
             chosen: set[int] = set()
             for chunk in range(per_doc):
@@ -196,7 +204,77 @@ class Matcher:
                         template_id=str(self.index.ids[position]),
                         chunk=chunk,
                         score=float(row_scores[free][pick]),
+                        **self.index.template_details(position),
                     )
                 )
             result.matched_documents += bool(chosen)
         return result
+
+
+class MatchStage(Stage):
+    """Documents → their matched templates; each worker loads the embedder and the
+    index once. ``target`` is the complexity distribution (None: the bank's own)."""
+
+    name = "match"
+    version = "2"  # 2: match rows carry their template's text, variables and query
+    output = MatchRow
+
+    def __init__(self, config: Any, index_dir: str, *, target: Mapping[int, float] | None = None, embedder: Any = None) -> None:
+        self.config = config
+        self.index_dir = str(index_dir)
+        self.target = target
+        self.ready = embedder
+        self.matcher: Matcher | None = None
+        self.batch_size = config.match.batch_size
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "ready": None, "matcher": None}
+
+    def settings(self) -> dict[str, Any]:
+        return {"match": self.config.match.model_dump(mode="json"), "embed": self.config.embed.model_dump(mode="json"),
+                "target": {str(k): v for k, v in (self.target or {}).items()}}
+
+    def open(self, worker: Any) -> None:
+        from fineinstructions.index import TemplateIndex
+
+        embedder = self.ready
+        if embedder is None:
+            from fineinstructions.models.embedder import make_embedder
+
+            embedder = make_embedder(self.config.embed)
+        index = TemplateIndex.load(self.index_dir, embedder=embedder.identity, nprobe=self.config.index.nprobe)
+        section, embed = self.config.match, self.config.embed
+        self.matcher = Matcher(
+            embedder, index, threshold=section.threshold, num_chunks=embed.num_chunks, sigma=embed.sigma,
+            alpha=embed.alpha, candidates=section.candidates, target=self.target, seed=section.seed,
+        )
+
+    def close(self) -> None:
+        self.matcher = None
+
+    def process(self, batch: Sequence[DocumentRow]) -> StageBatch:
+        assert self.matcher is not None, "open() the stage first"
+        tick = time.monotonic()
+        result = self.matcher(batch)
+        out = StageBatch()
+        by_document: dict[str, list[MatchRow]] = {}
+        for row in result.rows:
+            by_document.setdefault(row.document_id, []).append(row)
+        for document in batch:
+            rows = by_document.get(document.id)
+            if rows:
+                out.keep(*rows)
+            else:
+                out.skip("no_match")
+            out.add(**{f"matches_per_document:{len(rows or ())}": 1})
+        out.add(
+            matches=len(result.rows), vectors=result.vectors, no_candidate=result.no_candidate,
+            all_taken=result.all_taken, off_target=result.off_target, text_tokens=result.text_tokens,
+            tokens_seen=result.tokens_seen, truncated_documents=result.truncated_documents,
+            model_seconds=round(time.monotonic() - tick, 3),
+        )
+        out.add(**{f"complexity:{k}": v for k, v in result.chosen_complexity.items()})
+        for score in result.best_scores:  # a histogram, in steps of 0.05
+            if score is not None:
+                out.add(**{f"best_score:{math.floor(score * 20) / 20:.2f}": 1})
+        return out

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import sys
+from typing import Any, Sequence
 
 from fineinstructions.pack import PackResult, format_pair, pack_pairs
 from fineinstructions.records import DocumentRow, PairRow
+from fineinstructions.stages.base import Stage, StageBatch
 from fineinstructions.tokens import TokenCounter
 
 
@@ -57,3 +59,56 @@ def pack_stage(
         "tokenizer": counter.name,
     }
     return result, stats
+
+
+class PackStage(Stage):
+    """(document, its judged pairs) of one shard → the pairs that fit the shard's budget.
+
+    A shard is one batch (``batch_size`` is unbounded): the budget carries over from
+    document to document within the shard, in the shard's document order, and not from
+    one shard to the next, so shards can be packed in any order and on any worker."""
+
+    name = "pack"
+    version = "1"
+    output = PairRow
+    batch_size = sys.maxsize
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.counter: TokenCounter | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "counter": None}
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.pack.model_dump(mode="json")
+
+    def open(self, worker: Any) -> None:
+        from fineinstructions.tokens import load_token_counter
+
+        self.counter = load_token_counter(self.config.pack.tokenizer)
+
+    def close(self) -> None:
+        self.counter = None
+
+    def process(self, batch: Sequence[tuple[DocumentRow, list[PairRow]]]) -> StageBatch:
+        assert self.counter is not None, "open() the stage first"
+        documents = [document for document, _ in batch]
+        pairs = [pair for _, pairs in batch for pair in pairs]
+        result, _ = pack_stage(documents, pairs, counter=self.counter, seed=self.config.pack.seed)
+        out = StageBatch()
+        for pair in result.kept:
+            out.keep(pair)
+            out.add(excerpt_ratio_sum=pair.excerpt_ratio, cut_documents=int(pair.document_chars is not None))
+            for role, model, version in (
+                ("instantiate", pair.instantiate_model, pair.instantiate_prompt_version),
+                ("judge", pair.judge_model, pair.judge_prompt_version),
+            ):
+                out.add(**{f"made_by:{role}:{model}|{version}": 1})
+        for _ in range(result.dropped):
+            out.skip("over_budget")
+        out.add(
+            documents=len(documents), budget_tokens=result.budget_tokens, kept_tokens=result.kept_tokens,
+            carry_over_tokens=result.carry_over,
+        )
+        return out

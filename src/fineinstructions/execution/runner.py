@@ -1,0 +1,171 @@
+"""The one runner: every stage command runs its stage through :func:`run_stage`.
+
+It owns, for every stage alike: the output folder and its fingerprint (a resume of
+another job is refused), the shard plan (made once, kept in the folder), skipping
+finished shards and cleaning unfinished ones, the request caches (one per worker, merged
+into the stage's cache before and after), the executor, progress, the joined rejects
+file and the summed counts. A stage whose folder holds ``stats.json`` is finished, and
+running it again costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fineinstructions.execution.executor import Executor, LocalExecutor, ShardJob, worker_caches
+from fineinstructions.execution.ledger import ShardFolder
+from fineinstructions.execution.progress import Progress
+from fineinstructions.execution.shards import InputShard, ReadSpec
+from fineinstructions.io.formats import is_url
+from fineinstructions.io.pieces import Piece
+from fineinstructions.stages.base import Stage
+
+Log = Callable[[str], None]
+
+
+def beside(output: str | Path, suffix: str) -> Path:
+    """``templates/`` + ``.rejects.jsonl`` → ``templates.rejects.jsonl`` next to it."""
+    output = Path(output)
+    return output.with_name(output.name.rstrip("/") + suffix)
+
+
+def resolved(path: str | Path) -> str:
+    """A path as recorded in fingerprints: absolute for a local path, as given for a URL."""
+    return str(path) if is_url(path) else str(Path(path).resolve())
+
+
+def finished_stats(output: str | Path) -> dict | None:
+    path = Path(output) / "stats.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def merge_worker_caches(cache: str | Path | None, log: Log | None = None) -> None:
+    """Fold the workers' request caches of a stage into its cache. Workers are closed
+    before this runs; a file still held by a live process is left for the next run, and
+    said so, never dropped."""
+    if cache is None:
+        return
+    from fineinstructions.models.cache import merge_caches
+
+    folder = worker_caches(cache)
+    merge_caches(cache, folder)
+    left = sorted(folder.glob("*.sqlite")) if folder.is_dir() else []
+    if left and log is not None:
+        log(
+            f"warning: {len(left)} worker cache file(s) in {folder} are still held by a running process; "
+            "their completions are kept there and merged by the next run"
+        )
+
+
+def shard_to_json(shard: InputShard) -> dict:
+    out: dict[str, Any] = {"index": shard.index, "reads": shard.reads, "rows": shard.rows}
+    if shard.piece is not None:
+        p = shard.piece
+        out["piece"] = [p.path, p.kind, p.start, p.stop, p.first, p.rows]
+    if shard.files:
+        out["files"] = list(shard.files)
+    if shard.row_type:
+        out["row_type"] = shard.row_type
+    if shard.skip_hashes:
+        out["skip_hashes"] = [str(h) for h in shard.skip_hashes]
+    return out
+
+
+def shard_from_json(data: dict) -> InputShard:
+    piece = Piece(*data["piece"]) if "piece" in data else None
+    return InputShard(
+        data["index"], data["reads"], piece=piece, files=tuple(data.get("files", ())),
+        row_type=data.get("row_type"), rows=data.get("rows"),
+        skip_hashes=tuple(int(h) for h in data.get("skip_hashes", ())),
+    )
+
+
+@dataclass
+class StageRun:
+    """What :func:`run_stage` gives back: the summed counts of every shard, the markers,
+    and the timing the throughput figures need."""
+
+    counts: Counter = field(default_factory=Counter)
+    markers: dict[int, dict] = field(default_factory=dict)
+    wall_seconds: float = 0.0  # this run's wall time for the stage
+    rejects_file: Path | None = None
+    resumed: int = 0  # shards an earlier run had finished
+
+    def rates(self, rows: str = "in", tokens: str | None = None, name: str = "rows") -> dict[str, Any]:
+        """The job's throughput (over wall time) and the per-worker throughput (over the
+        seconds workers spent in shards), kept apart: on a cluster they differ."""
+        busy = self.counts.get("seconds", 0.0)
+        count = self.counts.get(rows, 0)
+        out: dict[str, Any] = {
+            "seconds": round(busy, 2),
+            "wall_seconds": round(self.wall_seconds, 2),
+            f"{name}_per_s": round(count / self.wall_seconds, 3) if self.wall_seconds and not self.resumed else None,
+            f"{name}_per_s_per_worker": round(count / busy, 3) if busy else None,
+        }
+        if tokens is not None:
+            out["tokens_per_s_per_worker"] = round(self.counts.get(tokens, 0) / busy, 1) if busy else None
+        return out
+
+
+def run_stage(
+    stage: Stage,
+    plan: Callable[[], Sequence[InputShard]],
+    output: str | Path,
+    *,
+    inputs: dict[str, Any],
+    read: ReadSpec = ReadSpec(),
+    format: str = "parquet",
+    cache: Path | None = None,
+    record_ids: bool = False,
+    overwrite: bool = False,
+    executor: Executor | None = None,
+    show_progress: bool = True,
+    unit: str = "rows",
+    log: Log = print,
+) -> StageRun:
+    """Run ``stage`` over the shards ``plan()`` makes (called on a first run only),
+    writing into ``output``; resumes an unfinished run of the same job."""
+    executor = executor or LocalExecutor()
+    folder = ShardFolder(output)
+    folder.prepare({**stage.fingerprint(), "inputs": inputs, "format": format}, overwrite=overwrite)
+    planned, was_planned = folder.plan(lambda: [shard_to_json(s) for s in plan()])
+    shards = [shard_from_json(s) for s in planned]
+    done = folder.finished()
+    folder.remove_unfinished(done)
+    run = StageRun(resumed=len(done))
+    pending = [s for s in shards if s.index not in done]
+    if done and pending:
+        log(f"{stage.name}: resuming: {len(done)} of {len(shards)} shards were done")
+    merge_worker_caches(cache, log)
+    total = sum(s.rows or 0 for s in pending) if all(s.rows is not None for s in pending) else None
+    progress = Progress(stage.name, total=total, unit=unit, enabled=show_progress)
+    tick = time.monotonic()
+
+    local = executor.kind == "local"
+
+    def shard_done(marker: dict) -> None:
+        done[int(marker["shard"])] = marker
+        counts = marker["counts"]
+        progress.extra = f"{len(done)}/{len(shards)} shards"
+        progress.update(counts.get("read:rows", counts.get("in", 0)), tokens=0 if local else counts.get("completion_tokens", 0))
+
+    def batch_done(counts: dict) -> None:  # in this process: tokens as they come
+        progress.update(0, tokens=counts.get("completion_tokens", 0))
+
+    job = ShardJob(str(folder.directory), format=format, read=read, cache=str(cache) if cache else None, record_ids=record_ids)
+    try:
+        executor.run(stage, pending, job, shard_done, batch_done if local else None)
+    finally:
+        progress.close()
+    run.wall_seconds = time.monotonic() - tick
+    merge_worker_caches(cache, log)
+    run.markers = dict(sorted(done.items()))
+    for marker in run.markers.values():
+        run.counts.update({k: v for k, v in marker["counts"].items() if isinstance(v, (int, float))})
+    run.rejects_file = folder.join_rejects(beside(folder.directory, ".rejects.jsonl"))
+    return run

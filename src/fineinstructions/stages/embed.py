@@ -1,0 +1,59 @@
+"""The embed stage of the index build: templates → their description vectors."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from fineinstructions.records import EmbeddedTemplateRow, TemplateRow
+from fineinstructions.stages.base import Stage, StageBatch
+
+
+class EmbedStage(Stage):
+    """Embeds each template's compatible-document description (plain mean pooling);
+    a template without one is skipped (``empty_description``)."""
+
+    name = "index"
+    version = "1"
+    output = EmbeddedTemplateRow
+
+    def __init__(self, config: Any, *, embedder: Any = None) -> None:
+        self.config = config
+        self.ready = embedder
+        self.embedder: Any = None
+        self.batch_size = config.index.batch_size
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "ready": None, "embedder": None}
+
+    def settings(self) -> dict[str, Any]:
+        return {"embed": self.config.embed.model_dump(mode="json")}
+
+    def open(self, worker: Any) -> None:
+        if self.ready is not None:
+            self.embedder = self.ready
+        else:
+            from fineinstructions.models.embedder import make_embedder
+
+            self.embedder = make_embedder(self.config.embed)
+
+    def close(self) -> None:
+        self.embedder = None
+
+    def process(self, batch: Sequence[TemplateRow]) -> StageBatch:
+        out = StageBatch()
+        rows = [row for row in batch if row.compatible_document_description.strip()]
+        for _ in range(len(batch) - len(rows)):
+            out.skip("empty_description")
+        if rows:
+            tick = time.monotonic()
+            vectors = self.embedder.embed([row.compatible_document_description for row in rows])
+            out.add(model_seconds=round(time.monotonic() - tick, 3))
+            for row, vector in zip(rows, vectors, strict=True):
+                out.keep(
+                    EmbeddedTemplateRow(
+                        id=row.id, query_id=row.query_id, template=row.template, variables=tuple(row.variables),
+                        complexity=row.complexity, vector=tuple(float(x) for x in vector),
+                    )
+                )
+        return out

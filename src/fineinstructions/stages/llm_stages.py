@@ -1,0 +1,212 @@
+"""The three stages that call an LLM, on the one :class:`~.base.Stage` contract.
+
+Each wraps the rules of its stage (:class:`~.templatize.Templatizer`,
+:class:`~.instantiate.Instantiator`, :class:`~.judge.Judge`): ``open`` builds the
+configured backend behind the worker's request cache, ``process`` turns a batch into a
+:class:`~.base.StageBatch`. A ready backend may be given instead (tests pass a scripted
+one); it is used in this process only and never shipped to a cluster worker.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from fineinstructions.config import Config
+from fineinstructions.records import DocumentRow, MatchRow, PairRow, QueryRow, TemplateRow
+from fineinstructions.stages.base import Stage, StageBatch, Worker
+
+
+class LLMStage(Stage):
+    """A stage holding one LLM (and so one request cache) per worker."""
+
+    section_name: str
+
+    def __init__(self, config: Config, *, llm: Any = None) -> None:
+        self.config = config
+        self.ready = llm
+        self.llm: Any = None
+        self.rules: Any = None
+        self.owns_llm = False
+
+    @property
+    def section(self) -> Any:
+        return getattr(self.config, self.section_name)
+
+    def build(self, llm: Any) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> Any:
+        """The stage's rules on the configured model, without loading it (to log what runs)."""
+        if self.ready is not None:
+            return self.build(self.ready)
+        from fineinstructions.models.factory import make_llm
+
+        return self.build(make_llm(self.section.llm))
+
+    def open(self, worker: Worker) -> None:
+        if self.ready is not None:
+            self.llm, self.owns_llm = self.ready, False
+        else:
+            from fineinstructions.models.factory import make_llm
+
+            self.llm = make_llm(self.section.llm, cache_path=worker.cache, shared_cache=worker.shared_cache)
+            self.owns_llm = True
+        self.rules = self.build(self.llm)
+
+    def close(self) -> None:
+        if self.owns_llm and self.llm is not None:
+            self.llm.close()
+        self.llm = self.rules = None
+
+    def __getstate__(self) -> dict:
+        # What a cluster worker receives: the configuration, never a loaded model.
+        return {**self.__dict__, "ready": None, "llm": None, "rules": None, "owns_llm": False}
+
+    def settings(self) -> dict[str, Any]:
+        return self.section.model_dump(mode="json")
+
+    def _measured(self, batch: StageBatch, result: Any, seconds: float, hits: int, misses: int, requests: int) -> StageBatch:
+        batch.add(
+            prompt_tokens=result.prompt_tokens,
+            cached_prompt_tokens=result.cached_tokens,
+            completion_tokens=result.completion_tokens,
+            model_calls=getattr(self.llm, "misses", misses + requests) - misses,
+            cache_hits=getattr(self.llm, "hits", 0) - hits,
+            model_seconds=round(seconds, 3),
+        )
+        return batch
+
+    def _counters(self) -> tuple[int, int]:
+        return getattr(self.llm, "hits", 0), getattr(self.llm, "misses", 0)
+
+
+def _sorted_outcomes(batch: StageBatch, kept: Sequence[Any], rejects: Sequence[Any], skipped: Any) -> None:
+    for row in kept:
+        batch.keep(row)
+    for reject in rejects:
+        (batch.skip if reject.reason in skipped else batch.fail)(reject.reason, reject)
+
+
+class TemplatizeStage(LLMStage):
+    """Queries → templates (duplicates of earlier templates are removed after, in order)."""
+
+    name = "templatize"
+    version = "1"
+    output = TemplateRow
+    section_name = "templatize"
+
+    def __init__(self, config: Config, *, llm: Any = None) -> None:
+        super().__init__(config, llm=llm)
+        self.batch_size = config.templatize.batch_size
+
+    def build(self, llm: Any) -> Any:
+        from fineinstructions.stages.templatize import Templatizer
+
+        s = self.section
+        return Templatizer(llm, mode=s.mode, prompt=s.prompt, constraint=s.constraint, max_tokens=s.max_tokens)
+
+    def process(self, batch: Sequence[QueryRow]) -> StageBatch:
+        hits, misses = self._counters()
+        tick = time.monotonic()
+        result = self.rules(batch)
+        out = StageBatch()
+        _sorted_outcomes(out, result.templates, result.rejects, ())
+        for template in result.templates:
+            out.add(**{f"complexity:{template.complexity}": 1})
+        return self._measured(out, result, time.monotonic() - tick, hits, misses, len(batch))
+
+
+def _template(match: MatchRow) -> TemplateRow:
+    return TemplateRow(
+        id=match.template_id, query_id=match.query_id, source="", template=match.template,
+        compatible_document_description="", variables=tuple(match.variables), complexity=len(set(match.variables)),
+        model="", prompt_version="",
+    )
+
+
+class InstantiateStage(LLMStage):
+    """(document, its matches) → grounded pairs. Matches carry their template's text;
+    matches made without it are completed from ``bank`` (the ``--templates`` folder),
+    which each worker then reads for the templates of its own shard only."""
+
+    name = "instantiate"
+    version = "1"
+    output = PairRow
+    section_name = "instantiate"
+    batch_size = 8  # documents whose requests go to the model together
+
+    def __init__(self, config: Config, *, llm: Any = None, bank: Sequence[str] = ()) -> None:
+        super().__init__(config, llm=llm)
+        self.bank = tuple(map(str, bank))
+
+    def build(self, llm: Any) -> Any:
+        from fineinstructions.stages.instantiate import Instantiator
+
+        s = self.section
+        return Instantiator(
+            llm, mode=s.mode, prompt=s.prompt, constraint=s.constraint, min_excerpt_ratio=s.min_excerpt_ratio,
+            max_tokens=s.max_tokens, max_excerpts=s.max_excerpts, context_window=s.llm.n_ctx, seed=s.seed,
+        )
+
+    def _templates(self, batch: Sequence[tuple[DocumentRow, list[MatchRow]]]) -> dict[str, TemplateRow]:
+        missing = {m.template_id for _, matches in batch for m in matches if not m.template}
+        if not missing:
+            return {}
+        from fineinstructions.errors import UserError
+        from fineinstructions.io import read_rows
+
+        found = {t.id: t for t in read_rows(self.bank, TemplateRow) if t.id in missing} if self.bank else {}
+        if missing - set(found):
+            raise UserError(
+                f"{len(missing - set(found))} matched template(s) carry no template text and are not in "
+                f"{', '.join(self.bank) or '--templates'}, e.g. {sorted(missing - set(found))[0]}.\n"
+                "  fix: pass with --templates the bank the index was built from, or match again"
+            )
+        return found
+
+    def process(self, batch: Sequence[tuple[DocumentRow, list[MatchRow]]]) -> StageBatch:
+        bank = self._templates(batch)
+        work = [
+            (document, [bank.get(m.template_id) or _template(m) for m in sorted(matches, key=lambda m: m.chunk)])
+            for document, matches in batch
+            if matches
+        ]
+        hits, misses = self._counters()
+        tick = time.monotonic()
+        result = self.rules(work)
+        out = StageBatch()
+        _sorted_outcomes(out, result.pairs, result.rejects, result.skipped)
+        out.add(
+            documents=result.documents, truncated_documents=result.truncated_documents, markers=result.markers,
+            unresolved_markers=result.unresolved_markers, ambiguous_markers=result.ambiguous_markers,
+        )
+        return self._measured(out, result, time.monotonic() - tick, hits, misses, result.requests)
+
+
+class JudgeStage(LLMStage):
+    """Pairs → the pairs that score at least ``judge.min_score``."""
+
+    name = "judge"
+    version = "1"
+    output = PairRow
+    section_name = "judge"
+
+    def __init__(self, config: Config, *, llm: Any = None) -> None:
+        super().__init__(config, llm=llm)
+        self.batch_size = config.judge.batch_size
+
+    def build(self, llm: Any) -> Any:
+        from fineinstructions.stages.judge import Judge
+
+        s = self.section
+        return Judge(llm, format=s.format, prompt=s.prompt, min_score=s.min_score, max_tokens=s.max_tokens)
+
+    def process(self, batch: Sequence[PairRow]) -> StageBatch:
+        hits, misses = self._counters()
+        tick = time.monotonic()
+        result = self.rules(batch)
+        out = StageBatch()
+        _sorted_outcomes(out, result.kept, result.rejects, result.skipped)
+        out.add(**{f"score:{k}": v for k, v in result.scores.items()})
+        return self._measured(out, result, time.monotonic() - tick, hits, misses, len(batch))
