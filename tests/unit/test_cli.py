@@ -148,6 +148,36 @@ def test_config_file_and_set(tmp_path):
     assert "\nseed = 7\n" in result.stdout and "\nmin_score = 5\n" in result.stdout
 
 
+def test_config_takes_set_values_as_their_fields_hold_them():
+    result = invoke(
+        "config", "--set", "queries.moderation=off", "--set", "templatize.prompt=yes",
+        "--set", "input.text_field=body", "--set", "input.documents.id_field=url",
+        "--set", "judge.llm.backend=openai",
+    )
+    assert result.exit_code == 0, result.output
+    assert '\nmoderation = "off"\n' in result.stdout and '\nprompt = "yes"\n' in result.stdout
+    queries = result.stdout.split("[input.queries]\n", 1)[1].split("\n\n", 1)[0]
+    documents = result.stdout.split("[input.documents]\n", 1)[1].split("\n\n", 1)[0]
+    assert 'text_field = "body"' in queries and 'id_field = "id"' in queries
+    assert 'text_field = "body"' in documents and 'id_field = "url"' in documents
+    judge_llm = result.stdout.split("[judge.llm]\n", 1)[1].split("\n\n", 1)[0]
+    assert 'backend = "openai"' in judge_llm and "# tokenizer = (unset)" in judge_llm
+
+
+def test_set_help_states_how_values_are_read():
+    text = " ".join(invoke("config", "--help").output.split())
+    assert "takes VALUE as written (queries.moderation=off" in text
+    assert "null unsets one that may be unset" in text and "as YAML" in text
+
+
+def test_run_help_separates_query_and_document_fields():
+    text = invoke("run", "--help").output
+    for option in ("--query-text-field", "--query-id-field", "--query-source-field", "--messages-field",
+                   "--document-text-field", "--document-id-field", "--document-source-field", "--text-field"):
+        assert option in text, option
+    assert "--messages-field" not in invoke("match", "--help").output  # documents are not chats
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [
@@ -236,12 +266,12 @@ def test_pack_jsonl_output_and_overwrite(tmp_path):
     first = invoke(*args, "--output-format", "jsonl")
     assert first.exit_code == 0, first.output
     assert first.output == ""
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "part-00000.jsonl", "stats.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["README.md", "part-00000.jsonl", "stats.json"]
     refused = invoke(*args)
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr
     replaced = invoke(*args, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "part-00000.parquet", "stats.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["README.md", "part-00000.parquet", "stats.json"]
 
 
 def test_pack_bad_documents_file_is_a_clear_error(tmp_path):

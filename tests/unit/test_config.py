@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pydantic
 import pytest
 
 from fineinstructions.config import (
+    LLM_BACKENDS,
     Config,
+    DocumentFields,
+    InputConfig,
+    LlamaCppConfig,
+    LLMConfig,
+    OpenAIConfig,
+    TransformersConfig,
+    VLLMConfig,
     config_as_toml,
     load_config,
+    output_fingerprint,
     parse_override,
     preset_names,
     read_config_file,
 )
 from fineinstructions.errors import ConfigError, UserError
+from fineinstructions.io.readers import FieldMapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,7 +53,8 @@ def test_embedded_preset():
     assert config.instantiate.min_excerpt_ratio == 0.8
     assert config.pack.tokenizer == "embedded"
     assert config.pack.seed == 0
-    assert config.input.text_field == "text" and config.input.on_error == "raise"
+    assert config.input.queries.text_field == "text" and config.input.documents.text_field == "text"
+    assert config.input.on_error == "raise"
     assert config.output.format == "parquet"
 
 
@@ -92,7 +104,8 @@ def test_yaml_file_overrides_the_preset(tmp_path):
     config = load_config("embedded", files=[path])
     assert config.embed.num_chunks == 8
     assert config.embed.sigma == 0.05
-    assert config.input.text_field == "body" and config.input.on_error == "skip"
+    assert config.input.queries.text_field == config.input.documents.text_field == "body"
+    assert config.input.on_error == "skip"
     yml = tmp_path / "other.yml"
     yml.write_text("output:\n  format: jsonl\n")
     assert load_config(files=[yml]).output.format == "jsonl"
@@ -127,7 +140,7 @@ def test_override_values_are_typed():
         preset="paper",
     )
     assert config.templatize.llm.model == "some/model"
-    assert config.input.text_field == "body"
+    assert config.input.documents.text_field == "body"
     assert config.embed.alpha == 0.5
     assert config.match.threshold is None
 
@@ -233,12 +246,6 @@ def test_config_is_frozen():
     hash(config)  # frozen models are hashable
 
 
-def test_field_mapping_from_config():
-    config = load_config(overrides=["input.text_field=body", "input.id_field=uid"])
-    mapping = config.input.field_mapping()
-    assert (mapping.text, mapping.id, mapping.source, mapping.messages) == ("body", "uid", "source", "messages")
-
-
 @pytest.mark.parametrize("preset", ["embedded", "paper"])
 def test_config_as_toml_round_trips(tmp_path, preset):
     config = load_config(preset, overrides=["input.text_field=body"])
@@ -247,3 +254,306 @@ def test_config_as_toml_round_trips(tmp_path, preset):
     path = tmp_path / "dumped.toml"
     path.write_text(text)
     assert load_config(preset=None, files=[path]) == config
+
+
+# ---------------------------------------------------------------- input fields per kind
+
+
+def test_queries_and_documents_have_their_own_fields():
+    config = load_config(
+        overrides=["input.queries.text_field=prompt", "input.documents.text_field=content", "input.documents.id_field=url"]
+    )
+    assert config.input.query_fields() == FieldMapping(text="prompt", id="id", source="source", messages="messages")
+    assert config.input.document_fields() == FieldMapping(text="content", id="url", source="source")
+    assert config.input.field_mapping() == config.input.document_fields()  # until execution/ says which kind
+
+
+def test_the_old_input_field_names_set_both_kinds():
+    config = load_config(
+        overrides=["input.text_field=body", "input.id_field=uid", "input.source_field=site", "input.messages_field=chat"]
+    )
+    assert config.input.query_fields() == FieldMapping(text="body", id="uid", source="site", messages="chat")
+    assert config.input.document_fields() == FieldMapping(text="body", id="uid", source="site")
+
+
+def test_a_later_layer_wins_whichever_name_it_uses(tmp_path):
+    path = tmp_path / "fields.toml"
+    path.write_text('[input.documents]\ntext_field = "content"\n')
+    config = load_config(files=[path], overrides=["input.text_field=body"])
+    assert (config.input.queries.text_field, config.input.documents.text_field) == ("body", "body")
+    config = load_config(overrides=["input.text_field=body", "input.documents.text_field=content"])
+    assert (config.input.queries.text_field, config.input.documents.text_field) == ("body", "content")
+
+
+def test_within_one_file_the_specific_name_wins(tmp_path):
+    path = tmp_path / "fields.toml"
+    path.write_text('[input]\ntext_field = "body"\n\n[input.documents]\ntext_field = "content"\n')
+    config = load_config(files=[path])
+    assert (config.input.queries.text_field, config.input.documents.text_field) == ("body", "content")
+
+
+def test_an_input_section_built_directly_takes_the_shorthands():
+    section = InputConfig(text_field="body", documents={"text_field": "content"}, messages_field="chat")
+    assert (section.queries.text_field, section.documents.text_field) == ("body", "content")
+    assert section.queries.messages_field == "chat"
+    assert InputConfig(text_field="body", documents=DocumentFields()).documents.text_field == "text"
+
+
+def test_documents_have_no_messages_field():
+    with pytest.raises(ConfigError, match=r"input\.documents\.messages_field: unknown field"):
+        load_config(overrides=["input.documents.messages_field=chat"])
+
+
+# ---------------------------------------------------------------- override values take their field's type
+
+
+@pytest.mark.parametrize(
+    "override, path, expected",
+    [
+        ("queries.moderation=off", "queries.moderation", "off"),  # a choice is text, not YAML's false
+        ("templatize.prompt=yes", "templatize.prompt", "yes"),
+        ("templatize.prompt=2024", "templatize.prompt", "2024"),
+        ("templatize.llm.model=on", "templatize.llm.model", "on"),
+        ("input.text_field=null", "input.queries.text_field", "null"),  # cannot be unset: a field name
+        ("input.documents.text_field=true", "input.documents.text_field", "true"),
+        ('input.text_field="yes"', "input.documents.text_field", "yes"),  # quotes are read as YAML's
+        ("judge.prompt=null", "judge.prompt", None),  # may be unset: null unsets it
+        ("judge.prompt='null'", "judge.prompt", "null"),
+        ("embed.device=null", "embed.device", None),
+        ("pack.tokenizer=", "pack.tokenizer", ""),
+        ("queries.protected=evals.jsonl", "queries.protected", ("evals.jsonl",)),
+        ("queries.protected=[a.jsonl, off]", "queries.protected", ("a.jsonl", "off")),
+        ("queries.protected=[]", "queries.protected", ()),
+        ("queries.exact_dedup=off", "queries.exact_dedup", False),
+        ("queries.exact_dedup=true", "queries.exact_dedup", True),
+        ("index.nlist=null", "index.nlist", None),
+        ("index.nlist=12", "index.nlist", 12),
+        ("match.threshold=0.7", "match.threshold", 0.7),
+    ],
+)
+def test_override_values_take_the_type_of_their_field(override, path, expected):
+    value = load_config(overrides=[override])
+    for part in path.split("."):
+        value = getattr(value, part)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_yaml_files_read_off_and_no_as_text(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("queries:\n  moderation: off\n  exact_dedup: no\ntemplatize:\n  prompt: mine.toml\n")
+    config = load_config(files=[path])
+    assert config.queries.moderation == "off"
+    assert config.queries.exact_dedup is False
+
+
+def test_llm_override_values_take_the_type_of_the_backends_field():
+    config = load_config(
+        overrides=["judge.llm.backend=openai", "judge.llm.api_key_env=null", "judge.llm.tokenizer=yes", "judge.llm.timeout=12"]
+    )
+    assert config.judge.llm.api_key_env is None
+    assert config.judge.llm.tokenizer == "yes"
+    assert config.judge.llm.timeout == 12.0
+
+
+# ---------------------------------------------------------------- one model per LLM backend
+
+
+def test_each_backend_has_its_own_model():
+    assert isinstance(load_config("embedded").instantiate.llm, LlamaCppConfig)
+    assert isinstance(load_config("paper").instantiate.llm, VLLMConfig)
+    assert set(LLM_BACKENDS) == {"llama_cpp", "openai", "vllm", "transformers", "fake"}
+    for name, model in LLM_BACKENDS.items():
+        assert {"backend", "model", "cache", "n_ctx"} <= set(model.model_fields), name
+        assert model().backend == name
+        for field_name, field in model.model_fields.items():
+            assert field.description, f"{name}.{field_name} is not documented"
+
+
+def test_the_openai_backend_takes_a_tokenizer():
+    config = load_config(overrides=["instantiate.llm.backend=openai"])
+    assert config.instantiate.llm.tokenizer is None
+    config = load_config(overrides=["instantiate.llm.backend=openai", "instantiate.llm.tokenizer=meta-llama/Llama-3.1-8B"])
+    assert config.instantiate.llm.tokenizer == "meta-llama/Llama-3.1-8B"
+
+
+@pytest.mark.parametrize("preset", ["embedded", "paper"])
+def test_set_switches_the_backend_of_a_preset(preset):
+    before = load_config(preset).instantiate.llm
+    llm = load_config(preset, overrides=["instantiate.llm.backend=openai"]).instantiate.llm
+    assert isinstance(llm, OpenAIConfig)
+    assert (llm.model, llm.cache, llm.n_ctx) == (before.model, before.cache, before.n_ctx)
+    assert llm.base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_switching_backend_drops_the_fields_only_the_old_one_has(tmp_path):
+    path = tmp_path / "served.toml"
+    path.write_text(
+        '[judge.llm]\nbackend = "openai"\nmodel = "judge"\nbase_url = "http://gpu:9000/v1"\n'
+        'max_concurrency = 4\ntokenizer = "gpt2"\nn_ctx = 8192\n'
+    )
+    llm = load_config("paper", files=[path], overrides=["judge.llm.backend=vllm"]).judge.llm
+    assert llm == VLLMConfig(model="judge", n_ctx=8192)
+    llm = load_config("paper", files=[path], overrides=["judge.llm.backend=transformers", "judge.llm.batch_size=2"]).judge.llm
+    assert llm == TransformersConfig(model="judge", n_ctx=8192, batch_size=2)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["instantiate.llm.base_url=http://gpu:9000/v1", "instantiate.llm.backend=openai"],
+        ["instantiate.llm.backend=openai", "instantiate.llm.base_url=http://gpu:9000/v1"],
+        ["instantiate.llm={backend: openai, base_url: 'http://gpu:9000/v1'}"],
+    ],
+)
+def test_switching_backend_keeps_the_fields_given_for_the_new_one(overrides):
+    llm = load_config("paper", overrides=overrides).instantiate.llm
+    assert isinstance(llm, OpenAIConfig)
+    assert llm.base_url == "http://gpu:9000/v1"
+    assert llm.model == "fineinstructions/template_instantiator"
+
+
+def test_a_file_switching_backend_keeps_its_own_fields(tmp_path):
+    path = tmp_path / "served.yaml"
+    path.write_text("instantiate:\n  llm:\n    backend: openai\n    base_url: http://gpu:9000/v1\n    dialect: vllm\n")
+    llm = load_config("paper", files=[path]).instantiate.llm
+    assert (llm.backend, llm.base_url, llm.dialect) == ("openai", "http://gpu:9000/v1", "vllm")
+
+
+def test_a_field_of_another_backend_says_which_backend_has_it():
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides=["instantiate.llm.base_url=http://gpu:9000/v1"])
+    message = str(caught.value)
+    assert "instantiate.llm.base_url: unknown field for the llama_cpp backend" in message
+    assert "base_url is a field of the openai backend" in message
+    assert "instantiate.llm.backend=openai" in message
+
+
+def test_a_misspelt_backend_field_suggests_the_nearest():
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides=["judge.llm.backend=openai", "judge.llm.max_concurency=4"])
+    assert "judge.llm.max_concurency: unknown field (did you mean 'max_concurrency'?)" in str(caught.value)
+
+
+def test_an_unknown_backend_names_the_known_ones():
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides=["judge.llm.backend=vlm"])
+    message = str(caught.value)
+    assert "judge.llm.backend: unknown backend 'vlm' (did you mean 'vllm'?" in message
+    assert "llama_cpp, openai, vllm, transformers, fake" in message
+
+
+def test_the_backend_defaults_to_llama_cpp():
+    assert load_config(preset=None, overrides=["judge.llm.model=x"]).judge.llm == LlamaCppConfig(model="x")
+    assert Config.model_validate({"judge": {"llm": {"model": "x"}}}).judge.llm == LlamaCppConfig(model="x")
+
+
+def test_llm_config_builds_the_model_of_its_backend():
+    built = LLMConfig(backend="openai", model="served", tokenizer="gpt2")
+    assert type(built) is OpenAIConfig and built == OpenAIConfig(model="served", tokenizer="gpt2")
+    assert isinstance(built, LLMConfig)
+    assert LLMConfig(model="x") == LlamaCppConfig(model="x")
+    with pytest.raises(pydantic.ValidationError):
+        LLMConfig(backend="vllm", base_url="http://gpu:9000/v1")
+    with pytest.raises(pydantic.ValidationError):
+        LLMConfig(backend="vlm")
+    with pytest.raises(pydantic.ValidationError):
+        OpenAIConfig(backend="vllm")
+
+
+def test_llm_configs_copy_and_pickle():
+    import pickle
+
+    config = LLMConfig(backend="openai", model="served", timeout=5)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert config.model_copy(update={"model": "other"}) == OpenAIConfig(model="other", timeout=5)
+    assert load_config("paper").instantiate.llm.model_copy() == load_config("paper").instantiate.llm
+
+
+# ---------------------------------------------------------------- what changes output rows
+
+
+# Fields that change how fast, where or how reliably a run goes, never its rows: a run
+# may be resumed with other values. Everything under [ray] is of this kind too.
+RUN_SETTINGS = {
+    "timeout", "max_concurrency", "max_retries", "base_url", "api_key_env", "cache", "shard_size",
+    "batch_size", "rows_per_shard", "device", "moderation_base_url", "moderation_api_key_env",
+}
+
+
+def leaf_fields(model: type[pydantic.BaseModel], prefix: str = ""):
+    """(dotted path, field) of every leaf field, through every LLM backend's model."""
+    for name, field in model.model_fields.items():
+        nested = [m for m in LLM_BACKENDS.values()] if name == "llm" else []
+        if isinstance(field.annotation, type) and issubclass(field.annotation, pydantic.BaseModel):
+            nested = [field.annotation]
+        if nested:
+            for inner in nested:
+                yield from leaf_fields(inner, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def test_every_field_is_marked_unless_it_is_a_run_setting():
+    paths = list(leaf_fields(Config))
+    assert len(paths) > 80
+    for path, field in paths:
+        affects = bool((field.json_schema_extra or {}).get("affects_output"))
+        run_setting = path.startswith("ray.") or path.rsplit(".", 1)[-1] in RUN_SETTINGS
+        assert affects != run_setting, path
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "instantiate.llm.timeout=5",
+        "instantiate.llm.max_concurrency=2",
+        "instantiate.llm.max_retries=0",
+        "instantiate.llm.base_url=http://other:1/v1",
+        "instantiate.llm.api_key_env=OTHER",
+        "instantiate.llm.cache=false",
+        "instantiate.shard_size=4",
+        "templatize.batch_size=2",
+        "output.rows_per_shard=10",
+        "embed.device=cuda",
+        "ray.instantiate.actors=8",
+    ],
+)
+def test_run_settings_leave_the_fingerprint_alone(override):
+    base = ["instantiate.llm.backend=openai"]
+    assert output_fingerprint(load_config(overrides=[*base, override])) == output_fingerprint(load_config(overrides=base))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "instantiate.llm.model=other",
+        "instantiate.llm.backend=vllm",
+        "instantiate.llm.n_ctx=8192",
+        "instantiate.llm.tokenizer=gpt2",
+        "instantiate.prompt=mine.toml",
+        "instantiate.constraint=none",
+        "instantiate.max_excerpts=2",
+        "templatize.prompt=other.toml",
+        "match.threshold=0.7",
+        "judge.min_score=3",
+        "pack.tokenizer=gpt2",
+        "embed.model=other",
+        "index.kind=hnsw",
+        "input.documents.text_field=body",
+        "input.on_error=skip",
+        "output.format=jsonl",
+    ],
+)
+def test_what_changes_rows_changes_the_fingerprint(override):
+    base = ["instantiate.llm.backend=openai"]
+    assert output_fingerprint(load_config(overrides=[*base, override])) != output_fingerprint(load_config(overrides=base))
+
+
+def test_the_fingerprint_holds_only_marked_values():
+    config = load_config("embedded")
+    fingerprint = output_fingerprint(config.instantiate)
+    assert fingerprint["llm"] == {"backend": "llama_cpp", "model": "embedded", "n_ctx": 4096}
+    assert fingerprint["max_excerpts"] == 1 and "shard_size" not in fingerprint
+    whole = output_fingerprint(config)
+    assert "ray" not in whole and whole["instantiate"] == fingerprint
+    assert json.loads(json.dumps(whole)) == whole  # plain JSON values

@@ -11,7 +11,9 @@ from fineinstructions.config import load_config
 from fineinstructions.execution.templatize import beside, run_templatize
 from fineinstructions.io import read_rows
 from fineinstructions.models.fake import ScriptedLLM
-from fineinstructions.models.llm import Completion, context_overflow, failed
+from fineinstructions.errors import ConfigError
+from fineinstructions.models.cache import CachedLLM
+from fineinstructions.models.llm import Capabilities, Completion, ErrorKind, backend_class, context_overflow, failed
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
 from fineinstructions.stages.templatize import (
     TEMPLATE_PATTERN,
@@ -60,7 +62,7 @@ REJECTIONS = [
         "truncated",
     ),
     ("where is Paris", context_overflow(5000, 4096), "context_overflow"),
-    ("where is Paris", failed("backend_error", "server said no"), "backend_error"),
+    ("where is Paris", failed(ErrorKind.BACKEND_ERROR, "server said no"), "backend_error"),
 ]
 
 
@@ -126,23 +128,33 @@ def test_lenient_fields_finds_the_object_holding_a_template():
     assert lenient_fields("") is None
 
 
-def test_constraint_auto_follows_the_backend():
-    class Named(ScriptedLLM):
-        def __init__(self, kind, dialect=None):
-            super().__init__()
-            self.kind = kind
-            self.dialect = dialect
+def test_constraint_auto_follows_what_the_backend_declares():
+    gbnf = Capabilities(constrains_gbnf=True, constrains_json_schema=True)
+    schema = Capabilities(constrains_json_schema=True, constrains_regex=True)
+    assert Templatizer(ScriptedLLM(capabilities=gbnf)).constraint == "query"
+    assert Templatizer(ScriptedLLM(capabilities=schema)).constraint == "pattern"
+    assert Templatizer(ScriptedLLM()).constraint == "none"
+    assert Templatizer(ScriptedLLM(capabilities=gbnf), mode="fineinstructions").constraint == "unconstrained"
 
-    assert Templatizer(Named("llama_cpp")).constraint == "query"
-    assert Templatizer(Named("openai", "llama_cpp")).constraint == "query"
-    assert Templatizer(Named("openai", "vllm")).constraint == "pattern"
-    assert Templatizer(Named("vllm")).constraint == "pattern"
-    assert Templatizer(Named("transformers")).constraint == "none"
-    assert Templatizer(ScriptedLLM(), mode="fineinstructions", constraint="query").constraint == "none"
+
+def test_constraint_auto_follows_the_real_backends_and_sees_through_the_cache(tmp_path):
+    openai = backend_class("openai")
+    assert Templatizer(openai("m", dialect="llama_cpp")).constraint == "query"
+    assert Templatizer(openai("m", dialect="vllm")).constraint == "pattern"
+    assert Templatizer(openai("m", dialect="openai")).constraint == "pattern"
+    cached = CachedLLM(openai("m", dialect="llama_cpp"), tmp_path / "c.sqlite")
+    assert Templatizer(cached).constraint == "query"
+
+
+def test_the_query_constraint_on_a_backend_without_grammars_is_a_clear_error():
+    with pytest.raises(ConfigError, match="GBNF"):
+        Templatizer(ScriptedLLM(), constraint="query")
+    with pytest.raises(ConfigError, match="templatize.constraint"):
+        Templatizer(backend_class("openai")("m", dialect="vllm"), mode="fineinstructions", constraint="query")
 
 
 def test_query_constraint_sends_a_grammar_and_falls_back_to_the_pattern_for_huge_queries():
-    templatizer = Templatizer(ScriptedLLM(), constraint="query")
+    templatizer = Templatizer(ScriptedLLM(capabilities=Capabilities(constrains_gbnf=True)), constraint="query")
     short = templatizer.request("where is Paris")
     assert short.grammar is not None and short.json_schema is None
     huge = templatizer.request(" ".join(["word"] * 1000))
@@ -191,7 +203,7 @@ def test_run_templatize_filters_templatizes_dedupes_and_writes_bank_rejects_and_
 
     bank = list(read_rows([out], TemplateRow))
     assert [t.query_id for t in bank] == ["a"]
-    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "stats.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["part-00000.parquet", "stats.json"]
     rejects = [json.loads(line) for line in beside(out, ".rejects.jsonl").read_text().splitlines()]
     reasons = {r["input_id"]: r["reason"] for r in rejects}
     assert reasons == {
@@ -216,17 +228,40 @@ def test_run_templatize_filters_templatizes_dedupes_and_writes_bank_rejects_and_
     assert stats["read_queries"]["records"] == 6
 
 
-def test_run_templatize_refuses_a_used_output_folder_unless_overwrite(tmp_path):
+def test_run_templatize_resumes_the_same_job_and_refuses_another_unless_overwrite(tmp_path):
     queries = write_jsonl(tmp_path / "q.jsonl", [{"id": "a", "text": "where is Paris"}])
     out = tmp_path / "templates"
     config = load_config()
     reply = answer("where is <fi>a city</fi>", "An atlas entry about a city and where it lies.")
-    run_templatize([queries], out, config, llm=ScriptedLLM([reply]), show_progress=False, log=lambda m: None)
+    first = run_templatize([queries], out, config, llm=ScriptedLLM([reply]), show_progress=False, log=lambda m: None)
     from fineinstructions.errors import UserError
 
+    # The same command again: finished, kept, no model call (the scripted model has no reply).
+    assert run_templatize([queries], out, config, llm=ScriptedLLM([]), show_progress=False, log=lambda m: None) == first
+    other = write_jsonl(tmp_path / "other.jsonl", [{"id": "b", "text": "where is Rome"}])
     with pytest.raises(UserError, match="--overwrite"):
-        run_templatize([queries], out, config, llm=ScriptedLLM([reply]), show_progress=False, log=lambda m: None)
+        run_templatize([other], out, config, llm=ScriptedLLM([reply]), show_progress=False, log=lambda m: None)
     stats = run_templatize(
         [queries], out, config, llm=ScriptedLLM([reply]), overwrite=True, show_progress=False, log=lambda m: None
     )
     assert stats["templatize"]["out"] == 1
+
+
+def test_fineinstructions_mode_honours_an_explicit_constraint():
+    """``auto`` sends the bare query unconstrained, as the released model writes its own
+    JSON; an explicit ``pattern`` or ``none`` is sent all the same."""
+    pattern = Templatizer(ScriptedLLM(), mode="fineinstructions", constraint="pattern").request("where is Paris")
+    assert pattern.json_schema == output_schema(constrain_template=True)
+    plain = Templatizer(ScriptedLLM(), mode="fineinstructions", constraint="none").request("where is Paris")
+    assert plain.json_schema == output_schema(constrain_template=False)
+    for request in (pattern, plain):
+        assert [(m.role, m.content) for m in request.messages] == [("user", "where is Paris")]
+    free = Templatizer(ScriptedLLM(), mode="fineinstructions").request("where is Paris")
+    assert free.json_schema is None and free.grammar is None and free.regex is None
+
+
+def test_fineinstructions_mode_takes_the_query_grammar_where_the_backend_takes_grammars():
+    llm = ScriptedLLM(capabilities=Capabilities(constrains_gbnf=True))
+    request = Templatizer(llm, mode="fineinstructions", constraint="query").request("where is Paris")
+    assert request.grammar is not None and request.json_schema is None
+    assert [(m.role, m.content) for m in request.messages] == [("user", "where is Paris")]

@@ -26,6 +26,7 @@ from fineinstructions.io import (
 )
 from fineinstructions.io.writers import prepare_output_dir
 from fineinstructions.records import (
+    EmbeddedTemplateRow,
     ROW_TYPES,
     DocumentRow,
     MatchRow,
@@ -38,6 +39,10 @@ from fineinstructions.records import (
 )
 
 SAMPLES = {
+    EmbeddedTemplateRow: [
+        EmbeddedTemplateRow(id="t-1", query_id="q-1", template="where is <fi>a city</fi>", variables=("a city",),
+                            complexity=1, vector=(0.5, -0.25, 1.0)),
+    ],
     QueryRow: [
         QueryRow(id="q-1", text="What is 東京?", source="nq"),
         QueryRow(id="q-2", text="emoji 👩‍💻 and \n newline", source="arena"),

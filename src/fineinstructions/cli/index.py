@@ -38,7 +38,7 @@ def index(templates, output, kind, nlist, nprobe, overwrite, quiet, **options) -
 
     from fineinstructions.execution.index import run_index
 
-    config = build_config(options, extra={"index.kind": kind, "index.nlist": nlist, "index.nprobe": nprobe})
+    config = build_config(options, settings={"index.kind": kind, "index.nlist": nlist, "index.nprobe": nprobe})
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     with open_executor(options, config) as executor:
         stats = run_index(

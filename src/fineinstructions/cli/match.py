@@ -8,8 +8,8 @@ from fineinstructions.cli.options import (
     INPUT,
     build_config,
     config_options,
+    document_input_options,
     executor_options,
-    input_options,
     open_executor,
     output_options,
 )
@@ -30,7 +30,7 @@ from fineinstructions.cli.options import (
 @click.option("--limit", type=int, help="Match only the first N documents read.")
 @click.option("--overwrite", is_flag=True, help="Replace what the output folder already holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@input_options
+@document_input_options
 @output_options
 @executor_options
 @config_options
@@ -44,17 +44,16 @@ def match(documents, index_dir, output, threshold, num_chunks, complexity_distri
     complexity follows the target distribution. Writes rows (document_id, template_id,
     chunk, score) and OUTPUT/stats.json.
     """
-    import json
     import sys
 
     from fineinstructions.execution.match import run_match
 
     config = build_config(
         options,
-        extra={
+        settings={
             "match.threshold": threshold,
             "embed.num_chunks": num_chunks,
-            "match.complexity_distribution": json.dumps(complexity_distribution) if complexity_distribution else None,
+            "match.complexity_distribution": complexity_distribution,
             "match.seed": seed,
             "index.nprobe": nprobe,
         },

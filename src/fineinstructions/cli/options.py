@@ -3,24 +3,43 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import click
 
-FIELD_OPTIONS = {
-    # option name -> config key
-    "text_field": "input.text_field",
+OPTION_KEYS = {
+    # the name a command receives an option under -> the config key it sets
+    "text_field": "input.text_field",  # run: queries and documents alike
     "id_field": "input.id_field",
     "source_field": "input.source_field",
-    "messages_field": "input.messages_field",
+    "query_text_field": "input.queries.text_field",
+    "query_id_field": "input.queries.id_field",
+    "query_source_field": "input.queries.source_field",
+    "messages_field": "input.queries.messages_field",
+    "document_text_field": "input.documents.text_field",
+    "document_id_field": "input.documents.id_field",
+    "document_source_field": "input.documents.source_field",
     "on_error": "input.on_error",
     "output_format": "output.format",
 }
 
+SET_HELP = (
+    "Override one config value, e.g. --set pack.seed=7 (repeatable). A field holding text "
+    "or a choice takes VALUE as written (queries.moderation=off, templatize.prompt=yes), "
+    "and null unsets one that may be unset (judge.prompt=null); any other field reads VALUE "
+    "as YAML (numbers, true/false, null, [lists])."
+)
+
+
+def _apply(command: Callable, decorators: list[Callable]) -> Callable:
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
 
 def config_options(command: Callable) -> Callable:
     """--preset, --config and --set: where configuration comes from."""
-    decorators = [
+    return _apply(command, [
         click.option(
             "--preset",
             default="embedded",
@@ -34,35 +53,53 @@ def config_options(command: Callable) -> Callable:
             type=click.Path(dir_okay=False),
             help="TOML or YAML config file, applied over the preset (repeatable).",
         ),
-        click.option(
-            "--set",
-            "overrides",
-            multiple=True,
-            metavar="SECTION.FIELD=VALUE",
-            help="Override one config value, e.g. --set pack.seed=7 (repeatable).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE", help=SET_HELP),
+    ])
 
 
-def input_options(command: Callable) -> Callable:
-    """How input rows are read: field names and what to do with bad rows."""
-    decorators = [
-        click.option("--text-field", help="Field holding the text (default: text)."),
-        click.option("--id-field", help="Field holding the row id (default: id)."),
-        click.option("--source-field", help="Field naming the source (default: source)."),
-        click.option("--messages-field", help="Field holding chat messages (default: messages)."),
-        click.option(
-            "--on-error",
-            type=click.Choice(["raise", "skip"]),
-            help="Stop at the first bad input row (raise, default) or count it and go on (skip).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+ON_ERROR = click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    help="Stop at the first bad input row (raise, default) or count it and go on (skip).",
+)
+
+
+def query_input_options(command: Callable) -> Callable:
+    """How query rows are read: field names and what to do with bad rows."""
+    return _apply(command, [
+        click.option("--text-field", "query_text_field", help="Field holding a query's text (default: text)."),
+        click.option("--id-field", "query_id_field", help="Field holding a query's id (default: id)."),
+        click.option("--source-field", "query_source_field", help="Field naming a query's source (default: source)."),
+        click.option("--messages-field", help="Field holding a chat's messages, for rows without text (default: messages)."),
+        ON_ERROR,
+    ])
+
+
+def document_input_options(command: Callable) -> Callable:
+    """How document rows are read: field names and what to do with bad rows."""
+    return _apply(command, [
+        click.option("--text-field", "document_text_field", help="Field holding a document's text (default: text)."),
+        click.option("--id-field", "document_id_field", help="Field holding a document's id (default: id)."),
+        click.option("--source-field", "document_source_field", help="Field naming a document's source (default: source)."),
+        ON_ERROR,
+    ])
+
+
+def pipeline_input_options(command: Callable) -> Callable:
+    """How the queries and the documents of a whole run are read, each with its own fields."""
+    return _apply(command, [
+        click.option("--query-text-field", help="Field holding a query's text (default: text)."),
+        click.option("--query-id-field", help="Field holding a query's id (default: id)."),
+        click.option("--query-source-field", help="Field naming a query's source (default: source)."),
+        click.option("--messages-field", help="Field holding a chat's messages, for query rows without text (default: messages)."),
+        click.option("--document-text-field", help="Field holding a document's text (default: text)."),
+        click.option("--document-id-field", help="Field holding a document's id (default: id)."),
+        click.option("--document-source-field", help="Field naming a document's source (default: source)."),
+        click.option("--text-field", help="Field holding the text of queries and documents alike (--query-/--document-text-field win)."),
+        click.option("--id-field", help="Field holding the id of queries and documents alike (the specific options win)."),
+        click.option("--source-field", help="Field naming the source of queries and documents alike (the specific options win)."),
+        ON_ERROR,
+    ])
 
 
 def output_options(command: Callable) -> Callable:
@@ -73,31 +110,21 @@ def output_options(command: Callable) -> Callable:
     )(command)
 
 
-def build_config(options: dict[str, Any], extra: dict[str, Any] | None = None):
-    """The validated config from --preset/--config/--set and command options.
-
-    Explicit command options win over --set, which wins over files and the preset.
+def build_config(options: Mapping[str, Any], settings: Mapping[str, Any] | None = None):
+    """The validated config from --preset/--config/--set, the shared options in
+    ``options`` and a command's own ``settings`` (config key -> typed value; None: not
+    given). Command options win over --set, which wins over files and the preset.
     """
     from fineinstructions.config import load_config
 
-    overrides = list(options.get("overrides") or ())
-    for name, key in FIELD_OPTIONS.items():
-        if options.get(name) is not None:
-            overrides.append(f"{key}={_yaml_string(options[name])}")
-    for key, value in (extra or {}).items():
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    given = {key: options[name] for name, key in OPTION_KEYS.items() if options.get(name) is not None}
+    given.update({key: value for key, value in (settings or {}).items() if value is not None})
     return load_config(
         preset=options.get("preset") or "embedded",
         files=options.get("config_files") or (),
-        overrides=overrides,
+        overrides=options.get("overrides") or (),
+        settings=given,
     )
-
-
-def _yaml_string(value: str) -> str:
-    import json
-
-    return json.dumps(value)  # a JSON string is a YAML string: field names stay strings
 
 
 class InputPath(click.ParamType):
@@ -118,7 +145,7 @@ INPUT = InputPath()
 
 def executor_options(command: Callable) -> Callable:
     """--executor and --ray-address: where the stage's batches run."""
-    decorators = [
+    return _apply(command, [
         click.option(
             "--executor",
             type=click.Choice(["local", "ray"]),
@@ -131,10 +158,7 @@ def executor_options(command: Callable) -> Callable:
             metavar="ADDRESS",
             help="With --executor ray: the cluster to join ('auto', 'ray://HOST:10001'); default: start one here.",
         ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    ])
 
 
 @contextmanager

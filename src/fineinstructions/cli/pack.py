@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from fineinstructions.cli.options import (
     INPUT,
     build_config,
     config_options,
+    document_input_options,
     executor_options,
-    input_options,
     open_executor,
     output_options,
 )
@@ -32,7 +30,7 @@ from fineinstructions.cli.options import (
 @click.option("--seed", type=int, help="Seed of the order pairs are drawn in (default 0).")
 @click.option("--overwrite", is_flag=True, help="Replace what the output folder already holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@input_options
+@document_input_options
 @output_options
 @executor_options
 @config_options
@@ -48,8 +46,8 @@ def pack(pairs, documents, output, tokenizer, seed, overwrite, quiet, **options)
 
     config = build_config(
         options,
-        extra={
-            "pack.tokenizer": json.dumps(tokenizer) if tokenizer else None,
+        settings={
+            "pack.tokenizer": tokenizer,
             "pack.seed": seed,
         },
     )

@@ -10,10 +10,11 @@ from fineinstructions.cli.options import (
     INPUT,
     build_config,
     config_options,
+    document_input_options,
     executor_options,
-    input_options,
     open_executor,
     output_options,
+    pipeline_input_options,
 )
 
 
@@ -36,7 +37,7 @@ def _reasons(step: dict) -> str:
 @click.option("--min-excerpt-ratio", type=float, help="Least share of an answer that must be quoted (default 0.8).")
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@input_options
+@document_input_options
 @output_options
 @executor_options
 @config_options
@@ -55,7 +56,7 @@ def instantiate(matches, templates, documents, output, mode, constraint, min_exc
 
     config = build_config(
         options,
-        extra={"instantiate.mode": mode, "instantiate.constraint": constraint, "instantiate.min_excerpt_ratio": min_excerpt_ratio},
+        settings={"instantiate.mode": mode, "instantiate.constraint": constraint, "instantiate.min_excerpt_ratio": min_excerpt_ratio},
     )
     log = _log(quiet)
     with open_executor(options, config) as executor:
@@ -89,7 +90,7 @@ def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -
     counted and their pairs dropped; every dropped pair is in OUTPUT.rejects.jsonl."""
     from fineinstructions.execution.judge import run_judge
 
-    config = build_config(options, extra={"judge.min_score": min_score, "judge.format": judge_format})
+    config = build_config(options, settings={"judge.min_score": min_score, "judge.format": judge_format})
     log = _log(quiet)
     with open_executor(options, config) as executor:
         stats = run_judge(
@@ -110,7 +111,7 @@ def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@input_options
+@pipeline_input_options
 @output_options
 @executor_options
 @config_options
@@ -118,6 +119,9 @@ def run(queries, documents, output, overwrite, no_report, quiet, **options) -> N
     """Run the whole pipeline: templatize the queries, index the templates, match the
     documents, instantiate, judge and pack, each into its own subfolder of OUTPUT, with
     stats.json and report.html at its root.
+
+    Query logs and corpora name their fields differently: --query-*-field and
+    --messages-field say how queries are read, --document-*-field how documents are.
 
     Running the same command again after an interruption (even kill -9) resumes it:
     finished stages and shards are kept, and completed model calls come from the

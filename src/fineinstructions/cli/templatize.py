@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from fineinstructions.cli.options import (
@@ -11,9 +9,9 @@ from fineinstructions.cli.options import (
     build_config,
     config_options,
     executor_options,
-    input_options,
     open_executor,
     output_options,
+    query_input_options,
 )
 
 
@@ -34,7 +32,7 @@ from fineinstructions.cli.options import (
 @click.option("--limit", type=int, help="Templatize only the first N queries read (for a quick look).")
 @click.option("--overwrite", is_flag=True, help="Replace what the output folder already holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@input_options
+@query_input_options
 @output_options
 @executor_options
 @config_options
@@ -57,9 +55,9 @@ def templatize(
 
     config = build_config(
         options,
-        extra={
-            "queries.protected": json.dumps(list(protected)) if protected else None,
-            "queries.protected_text_field": json.dumps(protected_field) if protected_field else None,
+        settings={
+            "queries.protected": tuple(protected) or None,
+            "queries.protected_text_field": protected_field,
             "queries.decontamination_ngram": ngram,
             "queries.near_dedup_threshold": near_dup_threshold,
             "queries.moderation": moderation,

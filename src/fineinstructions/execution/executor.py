@@ -134,6 +134,12 @@ class _ShardWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def peak_rss(self) -> int:
+        """This worker's peak resident memory, in bytes (Linux reports KiB)."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     def close(self) -> None:
         self.stage.close()
 
@@ -166,6 +172,7 @@ class RayExecutor:
         self.config = config
         self.started = False
         self.actors: list = []  # the current stage's pool (tests reach its workers)
+        self.worker_peak_rss: list[int] = []  # of the last stage's workers
         if not ray.is_initialized():
             address = address or config.address
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
@@ -210,6 +217,7 @@ class RayExecutor:
                 if pending:
                     running[actor.run.remote(pending.pop())] = actor
             # Close each worker (flushing its request cache) before the driver merges caches.
+            self.worker_peak_rss = ray.get([actor.peak_rss.remote() for actor in self.actors])
             ray.get([actor.close.remote() for actor in self.actors])
         except Exception as error:
             raise user_error(error) or error from None

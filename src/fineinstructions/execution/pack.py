@@ -62,6 +62,7 @@ def run_pack(
         log=log,
     )
     c = run.counts
+    _check_every_pair_joined(pair_paths, document_paths, c.get("read:joined", 0), config)
     documents = c.get("documents", 0)
     stats = {
         **outcomes(c),
@@ -92,6 +93,28 @@ def run_pack(
         f"({stats['kept_tokens']} of {stats['budget_tokens']} budget tokens, {config.pack.tokenizer} tokenizer)"
     )
     return full
+
+
+def _check_every_pair_joined(pair_paths, document_paths, joined: int, config: Config) -> None:
+    """Pairs whose document is not among the documents would silently drop out: refuse."""
+    import pyarrow.parquet as pq
+
+    from fineinstructions.execution.ledger import data_files
+    from fineinstructions.io import read_documents, read_rows
+
+    files = data_files(pair_paths)
+    total = sum(
+        pq.ParquetFile(f).metadata.num_rows if f.suffix == ".parquet" else sum(1 for _ in read_rows([f], PairRow))
+        for f in files
+    )
+    if joined >= total:
+        return
+    known = {d.id for d in read_documents(document_paths, on_error="skip")}  # an error path only
+    missing = sorted({p.document_id for p in read_rows(files, PairRow)} - known)
+    raise UserError(
+        f"{total - joined} pair(s) belong to documents that were not given, e.g. {missing[:5]}.\n"
+        "  fix: pass with --documents every document the pairs were made from"
+    )
 
 
 def _values(made: Counter, part: int) -> str:

@@ -158,6 +158,7 @@ def _joined(shard: InputShard, row_type: type, spec: ReadSpec, result: ReadResul
         for row in read_rows(files, row_type):
             if row.document_id in wanted:
                 by_document[row.document_id].append(row)
+                result.counts["read:joined"] += 1
     for document in documents:
         yield document, by_document.pop(document.id, [])
 
