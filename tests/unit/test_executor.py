@@ -21,13 +21,13 @@ from fineinstructions.io.pieces import plan_pieces, read_piece
 from fineinstructions.models.cache import CachedLLM
 from fineinstructions.models.fake import ScriptedLLM
 from fineinstructions.models.llm import Request
-from fineinstructions.records import DocumentRow, MatchRow
+from fineinstructions.records import MatchRow
 from fineinstructions.stages.base import Stage, StageBatch, outcomes
 
 
 def write_documents(path, texts, ids=None):
     ids = ids or [f"d{i}" for i in range(len(texts))]
-    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts)))
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=True)))
     return path
 
 
@@ -187,3 +187,15 @@ def test_documents_from_a_url_are_the_documents_from_the_file(tmp_path):
     assert outcomes(url.counts) == outcomes(local.counts)
     assert list(read_rows([tmp_path / "url"], MatchRow)) == list(read_rows([tmp_path / "local"], MatchRow))
     assert os.path.exists(tmp_path / "url" / "part-00000.parquet")
+
+
+def test_throughput_of_the_job_and_of_a_worker_are_kept_apart():
+    from fineinstructions.execution.runner import StageRun
+
+    # Two workers, 5 s each, side by side: the job took 5 s of wall time.
+    run = StageRun(counts=Counter({"in": 100, "seconds": 10.0, "tokens": 1000}), wall_seconds=5.0)
+    rates = run.rates("in", "tokens", name="documents")
+    assert rates["documents_per_s"] == 20.0 and rates["documents_per_s_per_worker"] == 10.0
+    assert rates["tokens_per_s"] == 200.0 and rates["tokens_per_s_per_worker"] == 100.0
+    resumed = StageRun(counts=Counter({"in": 100, "seconds": 10.0}), wall_seconds=0.1, resumed=3)
+    assert resumed.rates("in")["rows_per_s"] is None  # this run's wall time did not make those rows

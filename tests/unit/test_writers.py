@@ -26,9 +26,9 @@ from fineinstructions.io import (
 )
 from fineinstructions.io.writers import prepare_output_dir
 from fineinstructions.records import (
-    EmbeddedTemplateRow,
     ROW_TYPES,
     DocumentRow,
+    EmbeddedTemplateRow,
     MatchRow,
     PairRow,
     QueryRow,

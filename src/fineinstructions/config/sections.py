@@ -121,6 +121,9 @@ class TemplatizeConfig(Section):
         None, ge=16, description="Tokens a model may write per query (default: by the query's length).", json_schema_extra=AFFECTS_OUTPUT
     )
     batch_size: int = Field(16, ge=1, description="Queries sent to the model together (and between progress updates).")
+    shard_size: int = Field(
+        256, ge=1, description="Filtered queries per shard (the unit of work, retry and resume; a resumed run keeps its first plan)."
+    )
 
 
 class EmbedConfig(Section):
@@ -206,7 +209,10 @@ class InstantiateConfig(Section):
     max_tokens: int = Field(
         320, ge=16, description="Tokens a model may write per pair (excerpt markers are compact).", json_schema_extra=AFFECTS_OUTPUT
     )
-    shard_size: int = Field(32, ge=1, description="Documents per resumable shard (one completion marker each).")
+    shard_size: int = Field(
+        32, ge=1,
+        description="Documents per shard: match cuts the corpus into pieces this size, and instantiate, judge and pack follow them (the unit of work, retry and resume; a resumed run keeps its first plan).",
+    )
     seed: int = Field(0, description="Seed sent with every request.", json_schema_extra=AFFECTS_OUTPUT)
 
 
@@ -246,7 +252,7 @@ class StageResources(Section):
     actors: int = Field(1, ge=1, description="Workers (Ray actors) the stage runs on; each loads its model or index once.")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker.")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs Ray reserves for each worker (1 for a vLLM engine per GPU).")
-    batch_size: int | None = Field(None, ge=1, description="Rows sent to a worker at once (None: the stage's own batch size).")
+    batch_size: int | None = Field(None, ge=1, description="Kept for old config files; workers now read whole shards (set the stage's own batch size).")
 
 
 class RayConfig(Section):
@@ -257,8 +263,8 @@ class RayConfig(Section):
 
     address: str | None = Field(None, description="Cluster to join ('auto', 'ray://host:10001'; None: start a local one).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local instance Ray starts when there is no address.")
-    preserve_order: bool = Field(True, description="Results in input order, as the local executor gives them (False: faster, same rows).")
-    read_cpus: float = Field(0.25, gt=0, description="CPUs Ray reserves for each file-reading task (beside the stages' workers).")
+    preserve_order: bool = Field(True, description="Kept for old config files; shards finish in any order and the output is the same either way.")
+    read_cpus: float = Field(0.25, gt=0, description="Kept for old config files; workers read their own shards.")
     templatize: StageResources = StageResources()
     index: StageResources = StageResources()
     match: StageResources = StageResources()

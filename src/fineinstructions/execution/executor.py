@@ -75,6 +75,8 @@ def run_shard(stage: Stage, shard: InputShard, job: ShardJob, worker_id: str, on
     result.counts.update(read.counts)
     result.counts["seconds"] = round(time.monotonic() - tick, 3)
     marker: dict[str, Any] = {"inputs": shard.describe(), "worker": worker_id, "counts": dict(result.counts)}
+    if info := stage.info():
+        marker["info"] = info
     folder = ShardFolder(job.output)
     if job.record_ids:
         import numpy as np

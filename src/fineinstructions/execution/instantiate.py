@@ -17,7 +17,7 @@ from fineinstructions.execution.ledger import data_files, upstream_markers
 from fineinstructions.execution.runner import StageRun, beside, resolved, run_stage
 from fineinstructions.execution.shards import InputShard, ReadSpec, from_upstream, plan_corpus
 from fineinstructions.io import write_json
-from fineinstructions.records import MatchRow, PairRow
+from fineinstructions.records import MatchRow
 from fineinstructions.stages.base import outcomes
 from fineinstructions.stages.llm_stages import InstantiateStage
 
@@ -124,9 +124,15 @@ def read_stats(run: StageRun) -> dict:
 
 
 def token_rates(run: StageRun, rows: str) -> dict:
+    """Tokens and calls, and the throughput of the job (over this run's wall time) kept
+    apart from each worker's (over the seconds workers spent in shards, summed)."""
     c = run.counts
     fresh = c.get("prompt_tokens", 0) - c.get("cached_prompt_tokens", 0) + c.get("completion_tokens", 0)
-    busy = c.get("seconds", 0)
+    busy, wall = c.get("seconds", 0), (run.wall_seconds if not run.resumed else 0)
+
+    def per(amount: float, seconds: float) -> float | None:
+        return round(amount / seconds, 1) if seconds else None
+
     return {
         "prompt_tokens": c.get("prompt_tokens", 0),
         "cached_prompt_tokens": c.get("cached_prompt_tokens", 0),
@@ -135,9 +141,10 @@ def token_rates(run: StageRun, rows: str) -> dict:
         "model_calls": c.get("model_calls", 0),
         "cache_hits": c.get("cache_hits", 0),
         **run.rates(rows, name="pairs"),
-        "completion_tokens_per_s": round(c.get("completion_tokens", 0) / busy, 1) if busy else None,
-        "tokens_per_s": round(fresh / busy, 1) if busy else None,
-        "tokens_per_s_job": round(fresh / run.wall_seconds, 1) if run.wall_seconds and not run.resumed else None,
+        "completion_tokens_per_s": per(c.get("completion_tokens", 0), wall),
+        "completion_tokens_per_s_per_worker": per(c.get("completion_tokens", 0), busy),
+        "tokens_per_s": per(fresh, wall),
+        "tokens_per_s_per_worker": per(fresh, busy),
         "rejects_file": str(run.rejects_file),
     }
 

@@ -131,10 +131,10 @@ def run_match(
     section = config.match
     target = target_distribution(section.complexity_distribution, index.complexity)
     stage = MatchStage(config, str(Path(index_dir).resolve()), target=target, embedder=embedder)
-    threshold = calibrated_threshold(index.identity.model) if section.threshold is None else section.threshold
     log(
         f"match: {len(index)} templates ({index.settings.kind} index), embedder {index.identity.model}, "
-        f"{config.embed.num_chunks + 1} vectors per document, threshold {threshold}, executor {getattr(executor, 'kind', 'local')}"
+        f"{config.embed.num_chunks + 1} vectors per document, threshold "
+        f"{'calibrated for the embedder' if section.threshold is None else section.threshold}, executor {getattr(executor, 'kind', 'local')}"
     )
     out = Path(output)
     run = run_stage(
@@ -158,6 +158,12 @@ def run_match(
             run.counts.update({k: v for k, v in marker["counts"].items() if isinstance(v, (int, float))})
     c = run.counts
     docs = c.get("in", 0)
+    threshold = next((m["info"]["threshold"] for m in run.markers.values() if "threshold" in m.get("info", {})), section.threshold)
+    if threshold is None:  # no document to match: what a worker would have used
+        try:
+            threshold = calibrated_threshold(index.identity.model)
+        except UserError:
+            threshold = None
     per_document = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("matches_per_document:")}
     chosen = {int(k.split(":", 1)[1]): v for k, v in c.items() if k.startswith("complexity:")}
     chosen_total = sum(chosen.values())

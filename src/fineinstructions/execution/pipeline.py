@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from fineinstructions import __version__
-from fineinstructions.config import Config, config_as_toml
+from fineinstructions.config import Config, config_as_toml, output_fingerprint
 from fineinstructions.errors import UserError
 from fineinstructions.io import write_json
 
@@ -78,7 +78,6 @@ def run_pipeline(
     ``executor`` runs the stages' batches (default: in this process; a
     :class:`~fineinstructions.execution.executor.RayExecutor` runs them on a cluster).
     The same inputs and configuration give the same rows either way."""
-    from fineinstructions.config import RayConfig
     from fineinstructions.execution.executor import LocalExecutor
     from fineinstructions.execution.index import run_index
     from fineinstructions.execution.instantiate import run_instantiate
@@ -91,8 +90,9 @@ def run_pipeline(
     executor = executor or LocalExecutor()
     out = Path(output)
     config_text = config_as_toml(config)
-    # Where and how fast it runs ([ray]) changes no row: a run may resume elsewhere.
-    output_config = config_as_toml(config.model_copy(update={"ray": RayConfig()}))
+    # Only the fields that change rows guard a resume: a run may resume on another
+    # executor, with other timeouts, batch or shard sizes, or another server address.
+    output_config = json.dumps(output_fingerprint(config), sort_keys=True)
     manifest = {
         "fineinstructions": __version__,
         "queries": [resolved(p) for p in query_paths],
@@ -169,23 +169,27 @@ def summarize(templates: dict, index: dict, matches: dict, pairs: dict, judged: 
         "stages": {
             "filter_queries": templates["filter_queries"],
             "templatize": _step(
-                t, "model", "prompt_version", "constraint", "seconds", "queries_per_s", "prompt_tokens",
-                "cached_prompt_tokens", "completion_tokens", "completion_tokens_per_s",
+                t, "model", "prompt_version", "constraint", "seconds", "wall_seconds", "queries_per_s",
+                "queries_per_s_per_worker", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+                "completion_tokens_per_s", "completion_tokens_per_s_per_worker",
             ),
             "index": _step(index["index"], "kind", "embedder", "seconds", "templates_per_s"),
             "match": _step(
                 m, "matches", "matches_per_document", "matches_per_document_histogram", "distinct_templates",
-                "threshold", "embedder", "seconds", "documents_per_s", "tokens_per_s",
+                "threshold", "embedder", "seconds", "wall_seconds", "documents_per_s", "documents_per_s_per_worker",
+                "tokens_per_s", "tokens_per_s_per_worker",
             ),
             "instantiate": _step(
                 i, "documents", "truncated_documents", "model", "prompt_version", "constraint", "markers",
                 "unresolved_markers", "ambiguous_markers", "unresolved_marker_rate", "prompt_tokens",
                 "cached_prompt_tokens", "cached_prompt_fraction", "completion_tokens", "model_calls", "cache_hits",
-                "seconds", "wall_seconds", "pairs_per_s", "pairs_per_s_per_worker", "tokens_per_s", "completion_tokens_per_s",
+                "seconds", "wall_seconds", "pairs_per_s", "pairs_per_s_per_worker", "tokens_per_s", "tokens_per_s_per_worker",
+                "completion_tokens_per_s", "completion_tokens_per_s_per_worker",
             ),
             "judge": _step(
                 j, "score_histogram", "min_score", "model", "format", "prompt_version", "prompt_tokens",
-                "cached_prompt_tokens", "completion_tokens", "model_calls", "cache_hits", "seconds", "pairs_per_s",
+                "cached_prompt_tokens", "completion_tokens", "model_calls", "cache_hits", "seconds", "wall_seconds",
+                "pairs_per_s", "pairs_per_s_per_worker",
             ),
             "pack": _step(p, "documents", "budget_tokens", "kept_tokens", "carry_over_tokens", "tokenizer", "seconds"),
         },

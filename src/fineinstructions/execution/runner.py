@@ -108,6 +108,7 @@ class StageRun:
             f"{name}_per_s_per_worker": round(count / busy, 3) if busy else None,
         }
         if tokens is not None:
+            out["tokens_per_s"] = round(self.counts.get(tokens, 0) / self.wall_seconds, 1) if self.wall_seconds and not self.resumed else None
             out["tokens_per_s_per_worker"] = round(self.counts.get(tokens, 0) / busy, 1) if busy else None
         return out
 
@@ -118,7 +119,7 @@ def run_stage(
     output: str | Path,
     *,
     inputs: dict[str, Any],
-    read: ReadSpec = ReadSpec(),
+    read: ReadSpec | None = None,
     format: str = "parquet",
     cache: Path | None = None,
     record_ids: bool = False,
@@ -131,8 +132,10 @@ def run_stage(
     """Run ``stage`` over the shards ``plan()`` makes (called on a first run only),
     writing into ``output``; resumes an unfinished run of the same job."""
     executor = executor or LocalExecutor()
+    read = read or ReadSpec()
     folder = ShardFolder(output)
-    folder.prepare({**stage.fingerprint(), "inputs": inputs, "format": format}, overwrite=overwrite)
+    fingerprint = {**stage.fingerprint(), "inputs": inputs, "format": format, "read": repr(read)}
+    folder.prepare(fingerprint, overwrite=overwrite)
     planned, was_planned = folder.plan(lambda: [shard_to_json(s) for s in plan()])
     shards = [shard_from_json(s) for s in planned]
     done = folder.finished()

@@ -23,7 +23,13 @@ import numpy as np
 
 from fineinstructions.errors import InputError
 from fineinstructions.io.pieces import Piece, plan_pieces, read_piece
-from fineinstructions.io.readers import FieldMapping, document_builder, input_files, query_builder, read_rows
+from fineinstructions.io.readers import (
+    FieldMapping,
+    document_builder,
+    input_files,
+    query_builder,
+    read_rows,
+)
 from fineinstructions.records import ROW_TYPES, RejectRow
 
 ROW_TYPE_NAMES = {t.__name__: t for t in ROW_TYPES}

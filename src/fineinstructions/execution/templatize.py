@@ -143,7 +143,7 @@ def run_templatize(
         )
     work.mkdir(parents=True, exist_ok=True)
     write_json(inputs, previous)
-    filtered = filter_queries(query_paths, work / "queries", config, limit=limit, shard_size=getattr(section, "shard_size", 256), log=log)
+    filtered = filter_queries(query_paths, work / "queries", config, limit=limit, shard_size=section.shard_size, log=log)
     files = sorted((work / "queries").glob("part-*.parquet"))
     run = run_stage(
         stage,

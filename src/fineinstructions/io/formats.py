@@ -13,7 +13,6 @@ import gzip
 import json
 import zlib
 from pathlib import Path
-from dataclasses import dataclass
 from typing import IO, Callable, Iterable, Iterator
 
 from fineinstructions.errors import InputError

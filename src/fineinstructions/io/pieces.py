@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Iterator
 
 from fineinstructions.errors import InputError
-from fineinstructions.io.formats import RawRecord, _read_jsonl, _read_parquet, format_suffix, is_url, read_raw
+from fineinstructions.io.formats import (
+    RawRecord,
+    _read_jsonl,
+    _read_parquet,
+    format_suffix,
+    is_url,
+    read_raw,
+)
 
 SCAN_BLOCK = 8 << 20  # bytes read at once when looking for line ends
 _RANGED_JSONL = (".jsonl", ".ndjson")

@@ -111,6 +111,11 @@ class Stage:
     def close(self) -> None:
         """Release what ``open`` loaded."""
 
+    def info(self) -> dict[str, Any]:
+        """What an opened worker found out that the driver reports (e.g. the threshold a
+        matcher calibrated for its embedder); kept in each shard's marker."""
+        return {}
+
     def settings(self) -> dict[str, Any]:
         """What changes the rows this stage makes (its part of the output fingerprint)."""
         return {}

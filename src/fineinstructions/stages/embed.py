@@ -27,7 +27,9 @@ class EmbedStage(Stage):
         return {**self.__dict__, "ready": None, "embedder": None}
 
     def settings(self) -> dict[str, Any]:
-        return {"embed": self.config.embed.model_dump(mode="json")}
+        from fineinstructions.config import output_fingerprint
+
+        return {"embed": output_fingerprint(self.config.embed)}
 
     def open(self, worker: Any) -> None:
         if self.ready is not None:

@@ -64,7 +64,9 @@ class LLMStage(Stage):
         return {**self.__dict__, "ready": None, "llm": None, "rules": None, "owns_llm": False}
 
     def settings(self) -> dict[str, Any]:
-        return self.section.model_dump(mode="json")
+        from fineinstructions.config import output_fingerprint
+
+        return output_fingerprint(self.section)
 
     def _measured(self, batch: StageBatch, result: Any, seconds: float, hits: int, misses: int, requests: int) -> StageBatch:
         batch.add(

@@ -20,10 +20,9 @@ A vector with no candidate above the threshold contributes nothing; it is counte
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -231,7 +230,9 @@ class MatchStage(Stage):
         return {**self.__dict__, "ready": None, "matcher": None}
 
     def settings(self) -> dict[str, Any]:
-        return {"match": self.config.match.model_dump(mode="json"), "embed": self.config.embed.model_dump(mode="json"),
+        from fineinstructions.config import output_fingerprint
+
+        return {"match": output_fingerprint(self.config.match), "embed": output_fingerprint(self.config.embed),
                 "target": {str(k): v for k, v in (self.target or {}).items()}}
 
     def open(self, worker: Any) -> None:
@@ -251,6 +252,9 @@ class MatchStage(Stage):
 
     def close(self) -> None:
         self.matcher = None
+
+    def info(self) -> dict[str, Any]:
+        return {"threshold": self.matcher.threshold} if self.matcher is not None else {}
 
     def process(self, batch: Sequence[DocumentRow]) -> StageBatch:
         assert self.matcher is not None, "open() the stage first"

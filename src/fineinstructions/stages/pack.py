@@ -81,7 +81,9 @@ class PackStage(Stage):
         return {**self.__dict__, "counter": None}
 
     def settings(self) -> dict[str, Any]:
-        return self.config.pack.model_dump(mode="json")
+        from fineinstructions.config import output_fingerprint
+
+        return output_fingerprint(self.config.pack)
 
     def open(self, worker: Any) -> None:
         from fineinstructions.tokens import load_token_counter
