@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fineinstructions.models.cache import CachedLLM
-from fineinstructions.models.llm import Request, backend_class
+from fineinstructions.models.llm import ErrorKind, Request, backend_class
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_schema_constrained_output_parses(llm):
     (completion,) = llm.generate(
         [Request.chat(("user", "Rate the sentence 'the sky is blue' from 1 to 5 as JSON."), json_schema=SCHEMA, max_tokens=80)]
     )
-    assert completion.ok, completion.error
+    assert completion.ok, completion.error_detail
     assert completion.finish_reason == "stop"
     assert completion.parsed == json.loads(completion.text)
     assert completion.parsed["score"] in {1, 2, 3, 4, 5}
@@ -53,9 +53,9 @@ def test_one_bad_request_never_fails_the_batch(llm):
     out = llm.generate(batch)
     assert len(out) == 5
     assert out[0].ok and out[0].text and out[4].ok and out[4].text
-    assert out[1].error_kind == "context_overflow" and out[1].prompt_tokens > 1024
-    assert out[2].error_kind == "backend_error"
-    assert out[3].error_kind == "invalid_output" and out[3].finish_reason == "length"
+    assert out[1].error_kind is ErrorKind.CONTEXT_OVERFLOW and out[1].prompt_tokens > 1024
+    assert out[2].error_kind is ErrorKind.BACKEND_ERROR
+    assert out[3].error_kind is ErrorKind.INVALID_OUTPUT and out[3].finish_reason == "length"
 
 
 def test_greedy_decoding_is_reproducible_and_seeds_matter_when_sampling(llm):
@@ -84,7 +84,7 @@ def test_requests_sharing_a_prefix_reuse_the_kv_cache(llm):
 def test_cache_around_the_real_backend_makes_no_model_calls_on_rerun(llm, tmp_path):
     class Counting:
         def __init__(self, inner):
-            self.inner, self.kind, self.calls = inner, inner.kind, 0
+            self.inner, self.calls = inner, 0
 
         @property
         def identity(self):

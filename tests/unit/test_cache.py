@@ -1,9 +1,17 @@
+import json
+import sqlite3
 import subprocess
 import sys
 
 from fineinstructions.models.cache import CachedLLM
 from fineinstructions.models.fake import ScriptedLLM
-from fineinstructions.models.llm import Completion, Request
+from fineinstructions.models.llm import (
+    Capabilities,
+    ErrorKind,
+    Request,
+    capabilities,
+    failed,
+)
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
@@ -30,7 +38,7 @@ def test_a_hit_returns_exactly_what_the_model_returned(tmp_path):
     cached = CachedLLM(backend, tmp_path / "c.sqlite")
     batch = requests(2, json_schema=SCHEMA)
     first = cached.generate(batch)
-    assert first[0].parsed == {"a": 1} and first[1].error_kind == "invalid_output"
+    assert first[0].parsed == {"a": 1} and first[1].error_kind is ErrorKind.INVALID_OUTPUT
     assert cached.generate(batch) == first
 
 
@@ -64,17 +72,19 @@ def test_a_different_model_does_not_share_entries(tmp_path):
 
 
 def test_transient_backend_errors_are_retried_not_cached(tmp_path):
-    backend = ScriptedLLM([Completion(error="backend_error: 503 after 5 tries"), "recovered"])
+    backend = ScriptedLLM([failed(ErrorKind.BACKEND_ERROR, "503 after 5 tries"), "recovered"])
     cached = CachedLLM(backend, tmp_path / "c.sqlite")
-    assert cached.generate(requests(1))[0].error_kind == "backend_error"
+    assert cached.generate(requests(1))[0].error_kind is ErrorKind.BACKEND_ERROR
     assert cached.generate(requests(1))[0].text == "recovered"
 
 
 def test_deterministic_failures_are_cached(tmp_path):
-    backend = ScriptedLLM([Completion(error="context_overflow: too long", prompt_tokens=9000)])
+    backend = ScriptedLLM([failed(ErrorKind.CONTEXT_OVERFLOW, "too long", prompt_tokens=9000)])
     cached = CachedLLM(backend, tmp_path / "c.sqlite")
     cached.generate(requests(1))
-    assert cached.generate(requests(1))[0].error_kind == "context_overflow"
+    again = cached.generate(requests(1))[0]
+    assert (again.error_kind, again.error_detail, again.prompt_tokens) == (ErrorKind.CONTEXT_OVERFLOW, "too long", 9000)
+    assert isinstance(again.error_kind, ErrorKind)
     assert len(backend.calls) == 1
 
 
@@ -91,3 +101,26 @@ print(reader.generate([Request.chat(("user", "question 0"))])[0].text)
 """
     outs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(3)]
     assert [p.communicate(timeout=60)[0].strip() for p in outs] == ["shared answer"] * 3
+
+
+def test_completions_cached_with_the_old_error_string_still_load(tmp_path):
+    """Caches written before errors were typed hold ``"error": "kind: detail"``."""
+    path = tmp_path / "c.sqlite"
+    backend = ScriptedLLM(['{"a": 1}'])
+    CachedLLM(backend, path).generate(requests(1, json_schema=SCHEMA))
+    old = {"text": "{", "parsed": None, "finish_reason": "length", "prompt_tokens": 4, "completion_tokens": 1,
+           "error": "invalid_output: not JSON (Expecting value at 1)", "cached_tokens": 0}
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE completions SET completion = ?", (json.dumps(old),))
+    (loaded,) = CachedLLM(ScriptedLLM([]), path).generate(requests(1, json_schema=SCHEMA))
+    assert loaded.error_kind is ErrorKind.INVALID_OUTPUT and not loaded.ok
+    assert loaded.error_detail == "not JSON (Expecting value at 1)"
+    assert (loaded.text, loaded.finish_reason, loaded.prompt_tokens) == ("{", "length", 4)
+
+
+def test_the_cache_forwards_what_its_backend_declares(tmp_path):
+    declared = Capabilities(constrains_gbnf=True, caches_prefixes=True)
+    cached = CachedLLM(ScriptedLLM(capabilities=declared), tmp_path / "c.sqlite")
+    assert capabilities(cached) == declared
+    assert cached.token_count_method == ScriptedLLM.token_count_method
+    assert cached.commit_every == 1

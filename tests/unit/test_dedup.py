@@ -12,6 +12,7 @@ from fineinstructions.stages.dedup import (
     Deduplicator,
     lsh_bands,
     normalize_query,
+    proposed,
     shingle_set,
 )
 
@@ -99,12 +100,29 @@ def test_short_texts_below_the_shingle_size():
 
 
 @pytest.mark.parametrize("num_perm, threshold", [(128, 0.8), (128, 0.5), (64, 0.9), (256, 0.7)])
-def test_lsh_bands_are_closest_to_the_threshold(num_perm, threshold):
-    bands, rows = lsh_bands(num_perm, threshold)
-    assert bands * rows <= num_perm
-    best = min(abs((1 / (num_perm // r)) ** (1 / r) - threshold) for r in range(1, num_perm + 1))
-    assert abs((1 / bands) ** (1 / rows) - threshold) == pytest.approx(best)
-    assert lsh_bands(128, 0.8) == (11, 11)
+def test_banding_finds_pairs_above_the_threshold_and_few_far_below(num_perm, threshold):
+    dedup = Deduplicator(num_perm=num_perm, near_threshold=threshold)
+    bands, rows = dedup.bands, dedup.rows
+    assert (bands, rows) == lsh_bands(num_perm, threshold) and bands * rows <= num_perm
+    assert proposed(threshold, bands, rows) >= 0.75
+    assert proposed(min(1.0, threshold + 0.1), bands, rows) >= 0.98
+    assert proposed(threshold / 2, bands, rows) < 0.15  # candidates are verified: these cost time only
+
+
+def test_banding_weighs_misses_over_extra_candidates():
+    assert lsh_bands(128, 0.8) == (14, 9)
+    # with misses and extra candidates weighed alike, fewer candidates and more misses
+    bands, rows = lsh_bands(128, 0.8, false_negative_weight=0.5)
+    assert proposed(0.8, bands, rows) < proposed(0.8, 14, 9)
+    assert proposed(0.6, bands, rows) < proposed(0.6, 14, 9)
+    assert lsh_bands(128, 1.0) == (1, 128)  # only identical signatures collide
+
+
+def test_a_threshold_of_one_keeps_only_identical_signatures_as_near_duplicates():
+    dedup = Deduplicator(exact=False, near_threshold=1.0)
+    assert dedup.check("how many calories in a banana") is None
+    assert dedup.check("How many calories in a  banana") == "near_duplicate"
+    assert dedup.check("how many calories in a bananas") is None
 
 
 def test_minhash_estimates_jaccard_without_bias():

@@ -1,7 +1,10 @@
+from types import SimpleNamespace
+
 from fineinstructions.config import LLMConfig, load_config
 from fineinstructions.models.cache import CachedLLM
 from fineinstructions.models.factory import make_llm
 from fineinstructions.models.llama_cpp_backend import LlamaCppLLM
+from fineinstructions.models.llm import capabilities
 from fineinstructions.models.openai_backend import OpenAICompatibleLLM
 
 
@@ -23,6 +26,19 @@ def test_openai_settings_reach_the_backend():
     assert (llm.base_url, llm.dialect, llm.max_concurrency, llm.api_key_env) == (
         "http://10.0.0.5:9000/v1", "vllm", 3, "MY_KEY",
     )
+    assert llm.tokenizer is None and llm.token_count_method.startswith("the server's tokenize endpoint")
+    assert capabilities(llm).constrains_regex and not capabilities(llm).constrains_gbnf
+
+
+def test_an_openai_tokenizer_reaches_the_backend():
+    # The openai backend's config gains a ``tokenizer`` field; built here field by field
+    # so the test does not depend on how the config classes are arranged.
+    base = LLMConfig(backend="openai", model="served", cache=False)
+    config = SimpleNamespace(**{**base.model_dump(), "tokenizer": "/models/tok"})
+    llm = make_llm(config)
+    assert llm.tokenizer == "/models/tok" and llm.token_count_method == "tokenizer /models/tok"
+    assert capabilities(llm).counts_tokens_locally
+    assert make_llm(base).tokenizer is None
 
 
 def test_without_a_cache_path_there_is_no_cache():

@@ -6,7 +6,7 @@ import pytest
 
 from fineinstructions.excerpt import expand_excerpts
 from fineinstructions.models.fake import ScriptedLLM
-from fineinstructions.models.llm import Completion
+from fineinstructions.models.llm import Capabilities, Completion, context_overflow
 from fineinstructions.records import DocumentRow, PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator, parse_answer
 from fineinstructions.stages.instantiate_grammar import document_grammar, excerpt_anchors
@@ -106,9 +106,10 @@ def test_null_is_a_skip_never_a_pair():
 
 def test_hitting_max_tokens_and_backend_errors_are_failures():
     truncated = Completion(text='{"instruction": "how do owls', finish_reason="length")
-    overflow = Completion(error="context_overflow: the prompt has 9000 tokens; the context window holds 4096")
+    overflow = context_overflow(9000, 4096)
     result, _ = run(truncated, overflow, templates=(HUNT, template("why do <fi>birds</fi> sing", "t-2")))
     assert result.failed == {"truncated": 1, "context_overflow": 1}
+    assert result.rejects[1].detail == "the prompt has 9000 tokens; the context window holds 4096"
 
 
 def test_the_min_excerpt_ratio_is_configurable():
@@ -226,3 +227,27 @@ def test_a_prompt_file_with_an_incomplete_example_is_a_clear_error(tmp_path):
     prompt.write_text('version = "mine-1"\nsystem = "Write pairs."\n[[examples]]\ndocument = "A text."\ntemplate = "what is <fi>x</fi>"\n')
     with pytest.raises(ConfigError, match="example 1 needs an instruction and an answer"):
         Instantiator(ScriptedLLM([]), prompt=str(prompt))
+
+
+def test_the_released_instantiators_column_names_are_accepted():
+    """The public FineInstructions dataset names its columns ``instantiated_instruction``
+    and ``answer``; the released instantiator may answer with those keys."""
+    assert parse_answer('{"instantiated_instruction": "how do owls hunt", "answer": "b"}') == ("how do owls hunt", "b")
+    raw = json.dumps(
+        {"instantiated_instruction": "how do owls hunt", "answer": "<excerpt>Owls hunt mostly<...>at night.</excerpt>"}
+    )
+    llm = ScriptedLLM([raw])
+    result = Instantiator(llm, mode="fineinstructions")([(DOC, [HUNT])])
+    [pair] = result.pairs
+    assert pair.instruction == "how do owls hunt" and pair.answer == "Owls hunt mostly at night."
+
+
+def test_constraint_auto_follows_what_the_backend_declares():
+    assert Instantiator(ScriptedLLM(capabilities=Capabilities(constrains_gbnf=True))).constraint == "document"
+    assert Instantiator(ScriptedLLM(capabilities=Capabilities(constrains_json_schema=True))).constraint == "schema"
+    assert Instantiator(ScriptedLLM()).constraint == "none"
+
+
+def test_fit_method_names_how_the_backend_counts_tokens():
+    assert Instantiator(ScriptedLLM(), context_window=1024).fit_method == ScriptedLLM.token_count_method
+    assert Instantiator(ScriptedLLM()).fit_method is None  # documents are sent whole

@@ -3,9 +3,16 @@
 import pytest
 
 from fineinstructions.models.fake import ScriptedLLM
-from fineinstructions.models.llm import Completion
+from fineinstructions.models.llm import Capabilities, Completion, ErrorKind, failed
 from fineinstructions.records import PairRow
-from fineinstructions.stages.judge import SCORE_SCHEMA, Judge, is_flow_judge, parse_score
+from fineinstructions.stages.judge import (
+    FLOW_GRAMMAR,
+    FLOW_REGEX,
+    SCORE_SCHEMA,
+    Judge,
+    is_flow_judge,
+    parse_score,
+)
 
 
 def pair(n: int, instruction: str = "how do owls hunt", answer: str = "Owls hunt mostly at night.") -> PairRow:
@@ -50,12 +57,13 @@ def test_min_score_is_configurable():
 
 
 def test_an_unparseable_judgement_is_counted_and_the_pair_dropped():
-    bad = Completion(text='{"score": "great"', error="invalid_output: not JSON")
-    llm = ScriptedLLM(["it looks good to me", bad, Completion(error="backend_error: HTTP 500")])
+    bad = Completion(text='{"score": "great"', error_kind=ErrorKind.INVALID_OUTPUT, error_detail="not JSON")
+    llm = ScriptedLLM(["it looks good to me", bad, failed(ErrorKind.BACKEND_ERROR, "HTTP 500")])
     result = Judge(llm)([pair(1), pair(2), pair(3)])
     assert result.kept == []
     assert result.failed == {"unparseable_judgement": 2, "backend_error": 1}
     assert result.rejects[0].raw_output == "it looks good to me"
+    assert (result.rejects[2].reason, result.rejects[2].detail) == ("backend_error", "HTTP 500")
 
 
 def test_the_prompted_format_shows_instruction_and_answer_verbatim():
@@ -70,12 +78,25 @@ def test_the_prompted_format_shows_instruction_and_answer_verbatim():
 
 
 def test_a_constraining_backend_gets_the_score_schema():
-    class Constraining(ScriptedLLM):
-        kind = "llama_cpp"
-
-    llm = Constraining(['{"score": 4}'])
+    llm = ScriptedLLM(['{"score": 4}'], capabilities=Capabilities(constrains_json_schema=True))
     Judge(llm)([pair(1)])
     assert llm.calls[0].json_schema == SCORE_SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("declared", "field", "value"),
+    [
+        (Capabilities(constrains_gbnf=True, constrains_json_schema=True), "grammar", FLOW_GRAMMAR),
+        (Capabilities(constrains_regex=True, constrains_json_schema=True), "regex", FLOW_REGEX),
+        (Capabilities(), None, None),
+    ],
+)
+def test_the_flow_reply_is_constrained_as_the_backend_can(declared, field, value):
+    llm = ScriptedLLM(["<score>5</score>"], model="Flow-Judge-v0.1", capabilities=declared)
+    Judge(llm)([pair(1)])
+    [call] = llm.calls
+    sent = {name: getattr(call, name) for name in ("grammar", "regex", "json_schema") if getattr(call, name) is not None}
+    assert sent == ({field: value} if field else {})
 
 
 def test_flow_judge_models_get_the_flow_judge_format():
@@ -93,3 +114,16 @@ def test_flow_judge_models_get_the_flow_judge_format():
         assert section in user
     assert "how do owls hunt" in user.split("<output>")[0] and "Owls hunt mostly at night." in user.split("<output>")[1]
     assert result.kept[0].judge_score == 5
+
+
+def test_a_reply_cut_at_max_tokens_is_unparseable_never_a_score():
+    """A truncated reply may hold a "score … N" that was not the verdict (the model was
+    still writing); it must not be read as one."""
+    prose = Completion(text="Relevant. A score of 5 would be too generous; the score I give is", finish_reason="length")
+    flow = Completion(text="<feedback>\nOn topic. It deserves a score of 4 if", finish_reason="length")
+    llm = ScriptedLLM([prose, flow])
+    result = Judge(llm)([pair(1), pair(2)])
+    assert result.kept == [] and result.scores == {}
+    assert result.failed == {"unparseable_judgement": 2}
+    assert all("max_tokens" in reject.detail for reject in result.rejects)
+    assert [r.raw_output for r in result.rejects] == [prose.text, flow.text]

@@ -1,12 +1,18 @@
+import json
 import sys
 
 import pytest
 
 from fineinstructions.errors import MissingDependencyError, UserError
 from fineinstructions.models.llm import (
+    Capabilities,
     Completion,
+    ErrorKind,
     Request,
     backend_class,
+    capabilities,
+    context_overflow,
+    failed,
     parse_structured,
     request_key,
     schema_problem,
@@ -65,10 +71,11 @@ def test_structured_output_is_parsed_or_an_error_never_an_exception():
     good = parse_structured(request, '{"template": "a <fi>b</fi>", "score": 5}')
     assert good.ok and good.parsed == {"template": "a <fi>b</fi>", "score": 5}
     truncated = parse_structured(request, '{"template": "a <fi>b', finish_reason="length")
-    assert truncated.error_kind == "invalid_output" and truncated.parsed is None
+    assert truncated.error_kind is ErrorKind.INVALID_OUTPUT and truncated.parsed is None
+    assert truncated.error_detail.startswith("not JSON")
     assert truncated.text == '{"template": "a <fi>b'
     wrong = parse_structured(request, '{"template": "a", "score": 5}')
-    assert wrong.error_kind == "invalid_output"
+    assert wrong.error_kind is ErrorKind.INVALID_OUTPUT and "does not match" in wrong.error_detail
     plain = parse_structured(Request.chat(("user", "x")), "not json")
     assert plain.ok and plain.parsed is None
 
@@ -76,6 +83,63 @@ def test_structured_output_is_parsed_or_an_error_never_an_exception():
 def test_completions_round_trip_through_json():
     completion = Completion(text="hé", parsed={"a": [1]}, finish_reason="stop", prompt_tokens=3, completion_tokens=1)
     assert Completion.from_json(completion.to_json()) == completion
+    for error in (context_overflow(5000, 4096), failed(ErrorKind.BACKEND_ERROR, "HTTP 503: busy: try later")):
+        again = Completion.from_json(error.to_json())
+        assert again == error and isinstance(again.error_kind, ErrorKind) and not again.ok
+    assert json.loads(context_overflow(5000, 4096).to_json())["error_kind"] == "context_overflow"
+
+
+@pytest.mark.parametrize(
+    ("old", "kind", "detail"),
+    [
+        ("context_overflow: the prompt has 9 tokens; the context window holds 4", ErrorKind.CONTEXT_OVERFLOW,
+         "the prompt has 9 tokens; the context window holds 4"),
+        ("backend_error: HTTP 503: busy (gave up after 7 attempts)", ErrorKind.BACKEND_ERROR,
+         "HTTP 503: busy (gave up after 7 attempts)"),
+        ("invalid_output: $: missing 'a'", ErrorKind.INVALID_OUTPUT, "$: missing 'a'"),
+        ("something odd", ErrorKind.BACKEND_ERROR, "something odd"),
+        (None, None, ""),
+    ],
+)
+def test_completions_written_with_the_old_error_string_load_typed(old, kind, detail):
+    loaded = Completion.from_json(json.dumps({"text": "t", "parsed": None, "finish_reason": None,
+                                              "prompt_tokens": 2, "completion_tokens": 0, "error": old,
+                                              "cached_tokens": 0}))
+    assert (loaded.error_kind, loaded.error_detail, loaded.ok) == (kind, detail, kind is None)
+
+
+def test_an_error_kind_is_one_of_three_and_reads_as_its_reject_reason():
+    assert [k.value for k in ErrorKind] == ["context_overflow", "invalid_output", "backend_error"]
+    assert Completion(error_kind="backend_error").error_kind is ErrorKind.BACKEND_ERROR
+    with pytest.raises(ValueError):
+        Completion(error_kind="bad_kind")
+
+
+def test_each_backend_declares_what_it_can_do():
+    from fineinstructions.models.llama_cpp_backend import LlamaCppLLM
+    from fineinstructions.models.openai_backend import OpenAICompatibleLLM
+    from fineinstructions.models.transformers_backend import TransformersLLM
+    from fineinstructions.models.vllm_backend import VLLMLLM
+
+    assert capabilities(LlamaCppLLM()) == Capabilities(
+        constrains_json_schema=True, constrains_gbnf=True, counts_tokens_locally=True, caches_prefixes=True
+    )
+    assert capabilities(VLLMLLM("m")) == Capabilities(
+        constrains_json_schema=True, constrains_regex=True, counts_tokens_locally=True, caches_prefixes=True
+    )
+    assert not capabilities(VLLMLLM("m", enable_prefix_caching=False)).caches_prefixes
+    assert capabilities(TransformersLLM("m")) == Capabilities(counts_tokens_locally=True)
+    assert capabilities(backend_class("fake")()) == Capabilities(counts_tokens_locally=True)
+    served = {dialect: capabilities(OpenAICompatibleLLM("m", dialect=dialect)) for dialect in ("openai", "vllm", "vllm_legacy", "llama_cpp")}
+    assert served["openai"] == Capabilities(constrains_json_schema=True)
+    assert served["vllm"] == served["vllm_legacy"] == Capabilities(
+        constrains_json_schema=True, constrains_regex=True, caches_prefixes=True
+    )
+    assert served["llama_cpp"] == Capabilities(constrains_json_schema=True, constrains_gbnf=True, caches_prefixes=True)
+    assert capabilities(OpenAICompatibleLLM("m", tokenizer="some/tokenizer")).counts_tokens_locally
+    assert capabilities(object()) == Capabilities()  # declares nothing, can do nothing
+    with pytest.raises(ValueError, match="dialect"):
+        OpenAICompatibleLLM("m", dialect="tgi")
 
 
 def test_cache_keys_cover_model_request_sampling_seed_and_prompt_version():

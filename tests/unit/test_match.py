@@ -182,3 +182,24 @@ def test_target_distribution_settings(tmp_path):
         target_distribution(str(path), bank)
     with pytest.raises(UserError, match="not 'bank', 'uniform' or an existing file"):
         target_distribution("/no/such/file.json", bank)
+
+
+def test_a_run_that_matches_nothing_says_why_and_what_to_change(tmp_path):
+    from fineinstructions.config import load_config
+    from fineinstructions.execution.match import run_match
+
+    rng = np.random.default_rng(0)
+    index = make_index([axis(0), axis(1)], [1, 1])
+    index.save(tmp_path / "index")
+    documents = tmp_path / "docs.jsonl"
+    documents.write_text(json.dumps({"id": "d", "text": "far"}) + "\n")
+    embedder = ScriptedEmbedder({"far": np.stack([near(5, 0.99, rng)] * 4)})
+    said = []
+    stats = run_match([documents], tmp_path / "index", tmp_path / "m", load_config(overrides=["match.threshold=0.8"]),
+                      embedder=embedder, show_progress=False, log=said.append)
+    assert stats["match"]["out"] == 0
+    advice = said[-1]
+    assert "none of the 1 documents matched any of the 2 templates at threshold 0.8" in advice
+    assert "the best scores seen were" in advice and "fix: lower the threshold" in advice
+    best = max(stats["match"]["best_score_histogram"], key=float)
+    assert float(best) < 0.8

@@ -154,3 +154,15 @@ def test_judge_resumes_per_input_file_and_keeps_counts_balanced(tmp_path):
     assert stats["score_histogram"] == {"1": 1, "2": 1, "3": 0, "4": 2, "5": 1}
     kept = sorted(read_rows([tmp_path / "judged"], PairRow), key=lambda p: p.id)
     assert [(p.id, p.judge_score) for p in kept] == [("p0", 5), ("p3", 4), ("p4", 4)]
+
+
+def test_documents_sharing_an_id_are_instantiated_once(tmp_path):
+    setup(tmp_path)
+    # d0 three times (identical texts share a content-hash id): in its own shard and in a later one.
+    lines = (tmp_path / "docs.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "docs.jsonl").write_text(lines[0] + lines[0] + "".join(lines[1:]) + lines[0])
+    stats = instantiate(tmp_path, tmp_path / "pairs", ScriptedLLM(replies()))
+    assert stats["instantiate"]["in"] == 10 and stats["instantiate"]["documents"] == 5
+    assert stats["read_documents"]["skipped"] == {"duplicate_id": 2}
+    pairs = list(read_rows([tmp_path / "pairs"], PairRow))
+    assert len({p.id for p in pairs}) == len(pairs) == 5

@@ -8,12 +8,19 @@ import json
 import pytest
 
 from fineinstructions.config import load_config
+from fineinstructions.errors import ConfigError
 from fineinstructions.execution.templatize import beside, run_templatize
 from fineinstructions.io import read_rows
-from fineinstructions.models.fake import ScriptedLLM
-from fineinstructions.errors import ConfigError
 from fineinstructions.models.cache import CachedLLM
-from fineinstructions.models.llm import Capabilities, Completion, ErrorKind, backend_class, context_overflow, failed
+from fineinstructions.models.fake import ScriptedLLM
+from fineinstructions.models.llm import (
+    Capabilities,
+    Completion,
+    ErrorKind,
+    backend_class,
+    context_overflow,
+    failed,
+)
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
 from fineinstructions.stages.templatize import (
     TEMPLATE_PATTERN,

@@ -13,22 +13,33 @@ from typing import Any, Callable, Sequence
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
+from fineinstructions.execution.corpus import plan_documents, without_later_duplicates
 from fineinstructions.execution.ledger import data_files, upstream_markers
-from fineinstructions.execution.runner import StageRun, beside, resolved, run_stage
-from fineinstructions.execution.shards import InputShard, ReadSpec, from_upstream, plan_corpus
+from fineinstructions.execution.runner import (
+    StageRun,
+    beside,
+    document_fields,
+    read_stats,
+    resolved,
+    run_stage,
+)
+from fineinstructions.execution.shards import InputShard, ReadSpec, from_upstream
 from fineinstructions.io import write_json
 from fineinstructions.records import MatchRow
 from fineinstructions.stages.base import outcomes
 from fineinstructions.stages.llm_stages import InstantiateStage
 
 
-def document_fields(config: Config):
-    input_config = config.input
-    return input_config.document_fields() if hasattr(input_config, "document_fields") else input_config.field_mapping()
-
-
 def joined_plan(
-    upstream: Sequence[str | Path], document_paths: Sequence[str | Path], row_type: type, shard_size: int
+    upstream: Sequence[str | Path],
+    document_paths: Sequence[str | Path],
+    row_type: type,
+    shard_size: int,
+    *,
+    work: Path,
+    read: ReadSpec,
+    executor: Any = None,
+    log: Callable[[str], None] = print,
 ) -> Callable[[], list[InputShard]]:
     """Shards that each read a document piece with the rows ``upstream`` made from it."""
 
@@ -43,10 +54,14 @@ def joined_plan(
                         f"({', '.join(map(str, document_paths))}).\n  fix: pass with --documents the documents it was made from"
                     )
             return shards
+        # Rows not written by this package's stages: every shard reads them all, keeps
+        # those of its own documents; a pre-pass finds documents an earlier piece had.
         files = tuple(str(f) for f in data_files(upstream))
+        pieces = without_later_duplicates(plan_documents(document_paths, shard_size), work, read, executor, log)
         return [
-            InputShard(s.index, "joined", piece=s.piece, files=files, row_type=row_type.__name__, rows=s.rows)
-            for s in plan_corpus(document_paths, "documents", shard_size)
+            InputShard(s.index, "joined", piece=s.piece, files=files, row_type=row_type.__name__, rows=s.rows,
+                       skip_hashes=s.skip_hashes)
+            for s in pieces
         ]
 
     return plan
@@ -90,12 +105,14 @@ def run_instantiate(
     )
     out = Path(output)
     cache = beside(out, ".cache.sqlite") if section.llm.cache else None
+    read = ReadSpec(document_fields(config), config.input.on_error)
     run = run_stage(
         stage,
-        joined_plan(match_paths, document_paths, MatchRow, section.shard_size),
+        joined_plan(match_paths, document_paths, MatchRow, section.shard_size, work=out / ".work" / "ids",
+                    read=read, executor=executor, log=log),
         out,
         inputs={"matches": [resolved(p) for p in match_paths], "documents": [resolved(p) for p in document_paths]},
-        read=ReadSpec(document_fields(config), config.input.on_error),
+        read=read,
         format=config.output.format,
         cache=cache,
         overwrite=overwrite,
@@ -112,15 +129,6 @@ def run_instantiate(
 def _fit(described: Any) -> str:
     method = getattr(described, "fit_method", None)
     return f", long documents cut by {method}" if method else ""
-
-
-def read_stats(run: StageRun) -> dict:
-    counts = run.counts
-    return {
-        "rows": counts.get("read:rows", 0),
-        "records": counts.get("read:records", 0),
-        "skipped": {k[len("read:skipped:"):]: v for k, v in counts.items() if k.startswith("read:skipped:")},
-    }
 
 
 def token_rates(run: StageRun, rows: str) -> dict:

@@ -19,13 +19,11 @@ import numpy as np
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.instantiate import document_fields, read_stats
+from fineinstructions.execution.corpus import later_duplicates, plan_documents
 from fineinstructions.execution.ledger import ShardFolder
-from fineinstructions.execution.runner import resolved, run_stage
-from fineinstructions.execution.shards import InputShard, ReadSpec, id_hash
+from fineinstructions.execution.runner import document_fields, read_stats, resolved, run_stage
+from fineinstructions.execution.shards import ReadSpec, id_hash
 from fineinstructions.io import read_rows, write_json
-from fineinstructions.io.pieces import plan_pieces
-from fineinstructions.io.readers import input_files
 from fineinstructions.io.writers import write_table
 from fineinstructions.records import MatchRow, to_table
 from fineinstructions.stages.base import outcomes
@@ -58,40 +56,12 @@ def target_distribution(setting: str, bank: np.ndarray) -> dict[int, float] | No
     return weights
 
 
-def plan_documents(paths: Sequence[str | Path], rows: int, limit: int | None = None) -> list[InputShard]:
-    shards: list[InputShard] = []
-    left = limit
-    for path in input_files(paths):
-        if left is not None and left <= 0:
-            break
-        for piece in plan_pieces(path, rows, left):
-            shards.append(InputShard(len(shards), "documents", piece=piece, rows=piece.rows))
-            if left is not None and piece.rows is not None:
-                left -= piece.rows
-    return shards
-
-
 def drop_duplicate_ids(folder: ShardFolder, markers: dict[int, dict], format: str) -> int:
     """The reduce step (see the module doc); returns the documents dropped. Idempotent:
     a shard already rewritten carries ``duplicate_hashes`` in its marker."""
-    hashes, shard_of = [], []
-    for index in sorted(markers):
-        path = folder.markers / f"{index:05d}.ids.npy"
-        if path.exists():
-            found = np.load(path)
-            hashes.append(found)
-            shard_of.append(np.full(len(found), index, dtype=np.int32))
-    if not hashes:
-        return 0
-    every, shards = np.concatenate(hashes), np.concatenate(shard_of)
-    order = np.argsort(every, kind="stable")  # stable: shard order, then read order
-    ordered = every[order]
-    later = np.zeros(len(every), dtype=bool)
-    later[order[1:]] = ordered[1:] == ordered[:-1]
     dropped = 0
-    for index in np.unique(shards[later]).tolist():
+    for index, duplicates in later_duplicates(folder, markers).items():
         marker = markers[index]
-        duplicates = set(every[later & (shards == index)].tolist())
         dropped += len(duplicates)
         if "duplicate_hashes" in marker:
             continue

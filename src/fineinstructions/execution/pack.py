@@ -38,8 +38,8 @@ def run_pack(
     Shard *i* of the dataset is judged shard *i* packed under the budget of the document
     piece it came from (judged pairs not written by ``judge`` are joined with the
     documents piece by piece)."""
-    from fineinstructions.execution.instantiate import document_fields, joined_plan, read_stats
-    from fineinstructions.execution.runner import resolved, run_stage
+    from fineinstructions.execution.instantiate import joined_plan
+    from fineinstructions.execution.runner import document_fields, read_stats, resolved, run_stage
     from fineinstructions.execution.shards import ReadSpec
     from fineinstructions.stages.base import outcomes
     from fineinstructions.stages.pack import PackStage
@@ -48,12 +48,14 @@ def run_pack(
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
     out = Path(output)
+    read = ReadSpec(document_fields(config), config.input.on_error)
     run = run_stage(
         PackStage(config),
-        joined_plan(pair_paths, document_paths, PairRow, config.instantiate.shard_size),
+        joined_plan(pair_paths, document_paths, PairRow, config.instantiate.shard_size, work=out / ".work" / "ids",
+                    read=read, executor=executor, log=log),
         out,
         inputs={"pairs": [resolved(p) for p in pair_paths], "documents": [resolved(p) for p in document_paths]},
-        read=ReadSpec(document_fields(config), config.input.on_error),
+        read=read,
         format=config.output.format,
         overwrite=overwrite,
         executor=executor,

@@ -39,6 +39,20 @@ def resolved(path: str | Path) -> str:
     return str(path) if is_url(path) else str(Path(path).resolve())
 
 
+def document_fields(config: Any):
+    return config.input.document_fields()
+
+
+def read_stats(run: "StageRun") -> dict:
+    """What reading the corpus saw, as ``stats.json`` shows it."""
+    counts = run.counts
+    return {
+        "rows": counts.get("read:rows", 0),
+        "records": counts.get("read:records", 0),
+        "skipped": {k[len("read:skipped:"):]: v for k, v in counts.items() if k.startswith("read:skipped:")},
+    }
+
+
 def finished_stats(output: str | Path) -> dict | None:
     path = Path(output) / "stats.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

@@ -53,8 +53,7 @@ def batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _fields(config: Config):
-    input_config = config.input
-    return input_config.query_fields() if hasattr(input_config, "query_fields") else input_config.field_mapping()
+    return config.input.query_fields()
 
 
 def filter_queries(

@@ -3,7 +3,7 @@
 The key is a hash of the backend's identity (kind and exact model) and the full request,
 sampling settings, seed and prompt version included: a hit is a request this model has
 already answered, and it returns exactly what the model returned then. Distinct seeds
-are distinct keys, so sampling stays diverse. Transient failures (``backend_error``) are
+are distinct keys, so sampling stays diverse. Transient failures (:attr:`ErrorKind.BACKEND_ERROR`) are
 not cached, so a re-run retries them.
 
 The file uses SQLite's write-ahead log: many processes may read while one writes. Each
@@ -21,9 +21,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from fineinstructions.models.llm import BACKEND_ERROR, LLM, Completion, Request, request_key
+from fineinstructions.models.llm import LLM, Completion, ErrorKind, Request, request_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS completions (
     completion TEXT NOT NULL
 )
 """
+
+
+def _forwarded(name: str, default: Any) -> property:
+    """An attribute of :class:`CachedLLM` read from the backend it wraps."""
+    return property(lambda self: getattr(self.backend, name, default), doc=f"The backend's ``{name}``.")
 
 
 class CachedLLM:
@@ -47,14 +52,12 @@ class CachedLLM:
     ) -> None:
         self.backend = backend
         # Completions are stored as they come back, this many requests at a time, so a
-        # process killed in the middle of a long batch keeps what had completed. A
-        # backend that runs requests one at a time loses nothing by going one by one.
+        # process killed in the middle of a long batch keeps what had completed. The
+        # backend says how many it can take at once without slowing down.
         if commit_every is None:
-            commit_every = {"llama_cpp": 1, "fake": 1}.get(backend.kind)
-            if backend.kind == "openai":
-                commit_every = 4 * getattr(backend, "max_concurrency", 16)
+            commit_every = getattr(backend, "checkpoint_every", None)
         self.commit_every = commit_every
-        self.kind = backend.kind
+        self.kind = getattr(backend, "kind", None)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.hits = 0
@@ -80,6 +83,16 @@ class CachedLLM:
     def identity(self) -> str:
         return self.backend.identity
 
+    # What the backend can do (read through models.llm.capabilities) and how it counts
+    # tokens, as the backend declares them.
+    constrains_json_schema = _forwarded("constrains_json_schema", False)
+    constrains_gbnf = _forwarded("constrains_gbnf", False)
+    constrains_regex = _forwarded("constrains_regex", False)
+    counts_tokens_locally = _forwarded("counts_tokens_locally", False)
+    caches_prefixes = _forwarded("caches_prefixes", False)
+    checkpoint_every = _forwarded("checkpoint_every", None)
+    token_count_method = _forwarded("token_count_method", "the backend's count_tokens")
+
     def load(self) -> None:
         self.backend.load()
 
@@ -103,7 +116,7 @@ class CachedLLM:
             rows = []
             for i, completion in zip(chunk, fresh, strict=True):
                 results[i] = completion
-                if completion.error_kind != BACKEND_ERROR:
+                if completion.error_kind is not ErrorKind.BACKEND_ERROR:
                     rows.append((keys[i], identity, completion.to_json()))
             with self._lock:
                 self._db.executemany(

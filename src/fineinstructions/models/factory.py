@@ -26,6 +26,8 @@ def make_llm(
             max_concurrency=config.max_concurrency,
             max_retries=config.max_retries,
             timeout=config.timeout,
+            # A field of the openai backend's own config; absent from older configs.
+            tokenizer=getattr(config, "tokenizer", None),
         )
     elif config.backend == "vllm":
         backend = cls(config.model, max_model_len=config.n_ctx)

@@ -1,15 +1,17 @@
 """A scripted backend for unit tests of rules: queued replies and a call history.
 
 It is registered like any backend (``backend = "fake"``), so the code under test runs
-exactly as it would with a real model.
+exactly as it would with a real model. It constrains nothing by default; a test that
+needs a backend which does passes the :class:`Capabilities` to declare.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import asdict
 from typing import Iterable, Sequence
 
-from fineinstructions.models.llm import Completion, Request, parse_structured
+from fineinstructions.models.llm import Capabilities, Completion, Request, parse_structured
 
 
 class ScriptedLLM:
@@ -21,8 +23,24 @@ class ScriptedLLM:
     """
 
     kind = "fake"
+    constrains_json_schema = False
+    constrains_gbnf = False
+    constrains_regex = False
+    counts_tokens_locally = True
+    caches_prefixes = False
+    token_count_method = "words (scripted)"
+    checkpoint_every = 1
 
-    def __init__(self, replies: Iterable[str | Completion] = (), *, model: str = "scripted") -> None:
+    def __init__(
+        self,
+        replies: Iterable[str | Completion] = (),
+        *,
+        model: str = "scripted",
+        capabilities: Capabilities | None = None,
+    ) -> None:
+        if capabilities is not None:
+            for name, value in asdict(capabilities).items():
+                setattr(self, name, value)
         self.model = model
         self.replies: deque[str | Completion] = deque(replies)
         self.calls: list[Request] = []

@@ -22,8 +22,8 @@ from typing import Sequence
 
 from fineinstructions.models.llama_cpp_decode import ConstrainedDecoder, GrammarError, common_prefix
 from fineinstructions.models.llm import (
-    BACKEND_ERROR,
     Completion,
+    ErrorKind,
     Request,
     context_overflow,
     failed,
@@ -33,6 +33,13 @@ from fineinstructions.models.llm import (
 
 class LlamaCppLLM:
     kind = "llama_cpp"
+    constrains_json_schema = True
+    constrains_gbnf = True
+    constrains_regex = False
+    counts_tokens_locally = True
+    caches_prefixes = True  # the previous prompt's KV cache
+    token_count_method = "the model's tokenizer"
+    checkpoint_every = 1  # requests run one after another
 
     def __init__(
         self,
@@ -135,7 +142,7 @@ class LlamaCppLLM:
     def _generate_one(self, request: Request) -> Completion:
         llm = self._llm
         if request.regex is not None:
-            return failed(BACKEND_ERROR, "the llama_cpp backend does not take regex constraints")
+            return failed(ErrorKind.BACKEND_ERROR, "the llama_cpp backend does not take regex constraints")
         prompt, template_stops = self.prompt(request)
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         if len(tokens) >= self.n_ctx:
@@ -144,7 +151,7 @@ class LlamaCppLLM:
             grammar = self._grammar_text(request)
         except Exception as error:  # the schema converter asserts on features it lacks
             return failed(
-                BACKEND_ERROR,
+                ErrorKind.BACKEND_ERROR,
                 f"llama.cpp cannot compile this output constraint ({type(error).__name__}: {error})",
                 prompt_tokens=len(tokens),
             )
@@ -163,7 +170,7 @@ class LlamaCppLLM:
                 stop=stops,
             )
         except GrammarError as error:
-            return failed(BACKEND_ERROR, str(error), prompt_tokens=len(tokens))
+            return failed(ErrorKind.BACKEND_ERROR, str(error), prompt_tokens=len(tokens))
         text = llm.detokenize(decoded.tokens).decode("utf-8", errors="replace")
         for stop in stops:
             if stop and stop in text:
@@ -191,7 +198,7 @@ class LlamaCppLLM:
                 seed=request.seed,
             )
         except (ValueError, RuntimeError) as error:
-            return failed(BACKEND_ERROR, f"{type(error).__name__}: {error}", prompt_tokens=len(tokens))
+            return failed(ErrorKind.BACKEND_ERROR, f"{type(error).__name__}: {error}", prompt_tokens=len(tokens))
         choice = response["choices"][0]
         usage = response.get("usage", {})
         return parse_structured(

@@ -3,8 +3,11 @@
 A stage builds :class:`Request` objects and calls ``backend.generate(requests)``, which
 returns one :class:`Completion` per request, in order. A request that fails (bad output
 under a schema, a prompt longer than the context window, a server error after retries)
-yields a completion with ``error`` set; it never raises out of the batch, so one bad
-request cannot fail the other requests of a batch.
+yields a completion whose ``error_kind`` says which (:class:`ErrorKind`); it never
+raises out of the batch, so one bad request cannot fail the other requests of a batch.
+
+What a backend can do is declared on it as plain attributes (:data:`CAPABILITIES`) and
+read through :func:`capabilities`, never decided from its name.
 
 Backends are looked up by name in :data:`BACKENDS` and imported only when used, so
 importing this module stays cheap and a missing optional dependency is reported with
@@ -18,15 +21,19 @@ import importlib
 import importlib.util
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 from fineinstructions.errors import MissingDependencyError, UserError
 
-# Error kinds a completion can carry. Stages count skips and failures by these.
-CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit the model's window
-INVALID_OUTPUT = "invalid_output"  # output does not parse or match the schema
-BACKEND_ERROR = "backend_error"  # the backend failed (server error after retries, …)
+
+class ErrorKind(str, Enum):
+    """Why a completion failed. Stages count rejects under these values."""
+
+    CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit the model's window
+    INVALID_OUTPUT = "invalid_output"  # output does not parse or match the schema
+    BACKEND_ERROR = "backend_error"  # the backend failed (server error after retries, …)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,8 +89,8 @@ class Completion:
     """What a backend returned for one request.
 
     ``parsed`` holds the decoded JSON when the request had a schema and the output
-    parsed. ``error`` is ``None`` on success, otherwise ``"kind: detail"`` with a kind
-    of ``context_overflow``, ``invalid_output`` or ``backend_error``.
+    parsed. ``error_kind`` is ``None`` on success, otherwise why it failed, with a
+    human-readable ``error_detail``.
     """
 
     text: str = ""
@@ -91,33 +98,51 @@ class Completion:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error: str | None = None
+    error_kind: ErrorKind | None = None
+    error_detail: str = ""
     cached_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.error_kind is not None and not isinstance(self.error_kind, ErrorKind):
+            object.__setattr__(self, "error_kind", ErrorKind(self.error_kind))
 
     @property
     def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def error_kind(self) -> str | None:
-        return self.error.split(":", 1)[0] if self.error else None
+        return self.error_kind is None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+        data = asdict(self)
+        data["error_kind"] = self.error_kind.value if self.error_kind else None
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Completion":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if "error" in data:  # written before errors were typed: "kind: detail"
+            kind, detail = _split_legacy_error(data.pop("error"))
+            data.setdefault("error_kind", kind)
+            data.setdefault("error_detail", detail)
+        return cls(**data)
 
 
-def failed(kind: str, detail: str, *, prompt_tokens: int = 0) -> Completion:
-    return Completion(error=f"{kind}: {detail}", prompt_tokens=prompt_tokens)
+def _split_legacy_error(error: str | None) -> tuple[ErrorKind | None, str]:
+    if not error:
+        return None, ""
+    kind, _, detail = error.partition(": ")
+    try:
+        return ErrorKind(kind), detail
+    except ValueError:  # an unknown kind: keep the whole text as the detail
+        return ErrorKind.BACKEND_ERROR, error
+
+
+def failed(kind: ErrorKind, detail: str, *, prompt_tokens: int = 0) -> Completion:
+    return Completion(error_kind=kind, error_detail=detail, prompt_tokens=prompt_tokens)
 
 
 def context_overflow(prompt_tokens: int, window: int) -> Completion:
     """The completion of a request whose prompt does not fit the model's window."""
     return failed(
-        CONTEXT_OVERFLOW,
+        ErrorKind.CONTEXT_OVERFLOW,
         f"the prompt has {prompt_tokens} tokens; the context window holds {window}",
         prompt_tokens=prompt_tokens,
     )
@@ -130,12 +155,11 @@ def parse_structured(request: Request, text: str, **fields: Any) -> Completion:
     try:
         parsed = json.loads(text, strict=False)  # raw newlines inside strings are fine
     except json.JSONDecodeError as error:
-        return Completion(
-            text=text, error=f"{INVALID_OUTPUT}: not JSON ({error.msg} at {error.pos})", **fields
-        )
+        detail = f"not JSON ({error.msg} at {error.pos})"
+        return Completion(text=text, error_kind=ErrorKind.INVALID_OUTPUT, error_detail=detail, **fields)
     problem = schema_problem(parsed, request.json_schema)
     if problem:
-        return Completion(text=text, error=f"{INVALID_OUTPUT}: {problem}", **fields)
+        return Completion(text=text, error_kind=ErrorKind.INVALID_OUTPUT, error_detail=problem, **fields)
     return Completion(text=text, parsed=parsed, **fields)
 
 
@@ -207,15 +231,44 @@ def schema_problem(value: Any, schema: dict[str, Any], path: str = "$") -> str |
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, as it declares it on its class (or, where a constructor
+    argument decides it, on the instance in ``__init__``) under these same names."""
+
+    constrains_json_schema: bool = False  # decoding is held to a JSON schema, not just checked after
+    constrains_gbnf: bool = False  # requests may carry a GBNF grammar
+    constrains_regex: bool = False  # requests may carry a regular expression
+    counts_tokens_locally: bool = False  # count_tokens uses the model's own tokenizer in process
+    caches_prefixes: bool = False  # a prompt prefix shared with an earlier request is computed once
+
+
+CAPABILITIES = tuple(f.name for f in fields(Capabilities))
+
+
+def capabilities(llm: Any) -> Capabilities:
+    """What ``llm`` can do. The one place capabilities are read; the request cache
+    forwards its backend's, and an object that declares none can do none of it."""
+    return Capabilities(**{name: bool(getattr(llm, name, False)) for name in CAPABILITIES})
+
+
 @runtime_checkable
 class LLM(Protocol):
     """A batch-first LLM backend.
 
     ``identity`` names the backend kind and the exact model (file, revision or served
     name) so that cached completions are never shared between different models.
+    ``kind`` is the name it is registered under (for messages; no decision reads it).
+    Each backend also declares the attributes of :class:`Capabilities`,
+    ``token_count_method`` (how ``count_tokens`` counts, in a few words) and
+    ``checkpoint_every`` (how many requests a caller may send in one ``generate`` call
+    and bank the results without slowing the backend: 1 for one that runs requests one
+    at a time, ``None`` for one that needs the whole batch at once).
     """
 
     kind: str
+    token_count_method: str
+    checkpoint_every: int | None
 
     @property
     def identity(self) -> str: ...
@@ -254,23 +307,6 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def backend_of(llm: Any) -> tuple[str | None, str | None]:
-    """``(kind, dialect)`` of the backend under ``llm``, seeing through the request cache."""
-    inner = getattr(llm, "backend", llm)
-    return getattr(inner, "kind", None), getattr(inner, "dialect", None)
-
-
-def takes_gbnf(llm: Any) -> bool:
-    """Whether requests to ``llm`` may carry a GBNF grammar (llama.cpp, in-process or served)."""
-    kind, dialect = backend_of(llm)
-    return kind == "llama_cpp" or (kind == "openai" and dialect == "llama_cpp")
-
-
-def constrains_decoding(llm: Any) -> bool:
-    """Whether ``llm``'s backend holds decoding to a JSON schema (not just checks it after)."""
-    return backend_of(llm)[0] in ("llama_cpp", "openai", "vllm")
-
-
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
@@ -305,22 +341,20 @@ def request_key(backend_identity: str, request: Request) -> str:
 
 __all__ = [
     "BACKENDS",
-    "BACKEND_ERROR",
-    "CONTEXT_OVERFLOW",
-    "INVALID_OUTPUT",
+    "CAPABILITIES",
     "LLM",
+    "Capabilities",
     "Completion",
+    "ErrorKind",
     "Message",
     "Request",
     "backend_class",
-    "backend_of",
-    "constrains_decoding",
-    "json_values",
-    "strip_fence",
-    "takes_gbnf",
+    "capabilities",
     "context_overflow",
     "failed",
+    "json_values",
     "parse_structured",
     "request_key",
     "schema_problem",
+    "strip_fence",
 ]

@@ -14,15 +14,21 @@ Structured output is sent in the form the server understands (``dialect``):
   or ``grammar``;
 - ``vllm_legacy`` (vLLM before 0.12): ``guided_json`` / ``guided_regex`` /
   ``guided_grammar``;
-- ``llama_cpp`` (llama-cpp-python's server): ``response_format`` of type
-  ``json_object`` with a ``schema``, and ``grammar`` (GBNF).
+- ``llama_cpp`` (llama.cpp's and llama-cpp-python's servers): ``response_format`` of
+  type ``json_object`` with a ``schema``, and ``grammar`` (GBNF).
+
+What the backend can do (:class:`~fineinstructions.models.llm.Capabilities`) follows from
+the dialect and is set on the instance. Tokens are counted with a configured Hugging
+Face ``tokenizer``, else the server's tokenize endpoint, else an estimate
+(:mod:`.openai_tokens`); ``token_count_method`` says which.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
 
 from fineinstructions.errors import UserError
 from fineinstructions.models.http_util import (
@@ -31,21 +37,77 @@ from fineinstructions.models.http_util import (
     error_details,
     retry_after,
 )
-from fineinstructions.models.llm import (
-    BACKEND_ERROR,
-    CONTEXT_OVERFLOW,
-    Completion,
-    Request,
-    failed,
-    parse_structured,
-)
+from fineinstructions.models.llm import Completion, ErrorKind, Request, failed, parse_structured
+from fineinstructions.models.openai_tokens import HFTokenCounter, ServerTokenCounter
 
 Dialect = Literal["openai", "vllm", "vllm_legacy", "llama_cpp"]
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+# The body fields each dialect uses for each kind of constraint (named functions, so a
+# backend stays picklable).
+def _response_format_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}}
+
+
+def _json_object_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"response_format": {"type": "json_object", "schema": schema}}
+
+
+def _structured_regex(value: str) -> dict[str, Any]:
+    return {"structured_outputs": {"regex": value}}
+
+
+def _structured_grammar(value: str) -> dict[str, Any]:
+    return {"structured_outputs": {"grammar": value}}
+
+
+def _guided_json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"guided_json": schema}
+
+
+def _guided_regex(value: str) -> dict[str, Any]:
+    return {"guided_regex": value}
+
+
+def _guided_grammar(value: str) -> dict[str, Any]:
+    return {"guided_grammar": value}
+
+
+def _gbnf_grammar(value: str) -> dict[str, Any]:
+    return {"grammar": value}
+
+
+@dataclass(frozen=True)
+class DialectSpec:
+    """How one kind of server takes structured output: the body fields for each kind
+    of constraint (``None``: it takes none of that kind), and what the server does."""
+
+    json_schema: Callable[[dict[str, Any]], dict[str, Any]]
+    regex: Callable[[str], dict[str, Any]] | None = None
+    grammar: Callable[[str], dict[str, Any]] | None = None
+    grammar_is_gbnf: bool = False  # llama.cpp's grammars are GBNF; vLLM's are EBNF/lark
+    caches_prefixes: bool = False  # known to reuse a shared prompt prefix (unknown for hosted APIs)
+
+
+DIALECTS: dict[str, DialectSpec] = {
+    "openai": DialectSpec(json_schema=_response_format_schema),
+    "vllm": DialectSpec(
+        json_schema=_response_format_schema, regex=_structured_regex, grammar=_structured_grammar,
+        caches_prefixes=True,
+    ),
+    "vllm_legacy": DialectSpec(
+        json_schema=_guided_json, regex=_guided_regex, grammar=_guided_grammar, caches_prefixes=True
+    ),
+    "llama_cpp": DialectSpec(
+        json_schema=_json_object_schema, grammar=_gbnf_grammar, grammar_is_gbnf=True, caches_prefixes=True
+    ),
+}
+
+
 class OpenAICompatibleLLM:
     kind = "openai"
+    constrains_json_schema = True  # every dialect sends the schema for the server to enforce
 
     def __init__(
         self,
@@ -59,20 +121,44 @@ class OpenAICompatibleLLM:
         max_retries: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        tokenizer: str | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.dialect = dialect
+        spec = DIALECTS[dialect]
+        self.constrains_gbnf = spec.grammar is not None and spec.grammar_is_gbnf
+        self.constrains_regex = spec.regex is not None
+        self.caches_prefixes = spec.caches_prefixes
+        self.counts_tokens_locally = tokenizer is not None
         self.max_concurrency = max_concurrency
+        # Enough requests per step to keep every connection busy while results are banked.
+        self.checkpoint_every = 4 * max_concurrency
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.tokenizer = tokenizer
         self.retries = 0  # retried attempts so far, for reports and tests
         self._checked = False
+        self._counter: HFTokenCounter | ServerTokenCounter = (
+            HFTokenCounter(tokenizer)
+            if tokenizer is not None
+            else ServerTokenCounter(
+                self.base_url, model, headers=self._headers, timeout=timeout, max_retries=max_retries,
+                backoff_base=backoff_base, backoff_max=backoff_max,
+            )
+        )
+
+    @property
+    def token_count_method(self) -> str:
+        """How ``count_tokens`` counts: the tokenizer, the server endpoint it found, or the estimate."""
+        return self._counter.method
 
     @property
     def identity(self) -> str:
@@ -116,26 +202,15 @@ class OpenAICompatibleLLM:
         }
         if request.stop:
             body["stop"] = list(request.stop)
+        spec = DIALECTS[self.dialect]
         if request.json_schema is not None:
-            if self.dialect == "llama_cpp":
-                body["response_format"] = {"type": "json_object", "schema": request.json_schema}
-            elif self.dialect == "vllm_legacy":
-                body["guided_json"] = request.json_schema
-            else:
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
-                }
+            body.update(spec.json_schema(request.json_schema))
         elif request.regex is not None or request.grammar is not None:
             kind, value = ("regex", request.regex) if request.regex is not None else ("grammar", request.grammar)
-            if self.dialect == "vllm":
-                body["structured_outputs"] = {kind: value}
-            elif self.dialect == "vllm_legacy":
-                body[f"guided_{kind}"] = value
-            elif self.dialect == "llama_cpp" and kind == "grammar":
-                body["grammar"] = value
-            else:
+            express = spec.regex if kind == "regex" else spec.grammar
+            if express is None:
                 return f"the {self.dialect} dialect takes no {kind} constraint"
+            body.update(express(value))
         return body
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
@@ -172,7 +247,7 @@ class OpenAICompatibleLLM:
 
         body = self.payload(request)
         if isinstance(body, str):
-            return failed(BACKEND_ERROR, body)
+            return failed(ErrorKind.BACKEND_ERROR, body)
         url = f"{self.base_url}/chat/completions"
         last = ""
         for attempt in range(self.max_retries + 1):
@@ -188,13 +263,13 @@ class OpenAICompatibleLLM:
                 last = f"HTTP {response.status_code}: {message}"
                 if response.status_code not in _RETRY_STATUS:
                     overflow = _is_context_overflow(response.status_code, message, code)
-                    return failed(CONTEXT_OVERFLOW if overflow else BACKEND_ERROR, last)
+                    return failed(ErrorKind.CONTEXT_OVERFLOW if overflow else ErrorKind.BACKEND_ERROR, last)
                 asked = retry_after(response)
             if attempt == self.max_retries:
                 break
             self.retries += 1
             await asyncio.sleep(self._delay(attempt, asked))
-        return failed(BACKEND_ERROR, f"{last} (gave up after {self.max_retries + 1} attempts)")
+        return failed(ErrorKind.BACKEND_ERROR, f"{last} (gave up after {self.max_retries + 1} attempts)")
 
     def _delay(self, attempt: int, asked: float | None) -> float:
         return backoff_delay(attempt, asked, base=self.backoff_base, ceiling=self.backoff_max)
@@ -204,7 +279,7 @@ class OpenAICompatibleLLM:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            return failed(BACKEND_ERROR, "the server's answer has no choices[0].message")
+            return failed(ErrorKind.BACKEND_ERROR, "the server's answer has no choices[0].message")
         usage = data.get("usage") or {}
         details = usage.get("prompt_tokens_details") or {}
         return parse_structured(
@@ -217,13 +292,12 @@ class OpenAICompatibleLLM:
         )
 
     def count_tokens(self, text: str) -> int:
-        raise UserError(
-            "the openai backend cannot count tokens locally; configure a tokenizer "
-            "(pack.tokenizer) for counting"
-        )
+        if isinstance(self._counter, ServerTokenCounter):
+            self.load()  # an unreachable server fails here with what to start
+        return self._counter.count(text)
 
     def close(self) -> None:
-        pass
+        self._counter.close()
 
 
 def _is_context_overflow(status: int, message: str, code: str | None) -> bool:

@@ -17,8 +17,8 @@ from collections import defaultdict
 from typing import Sequence
 
 from fineinstructions.models.llm import (
-    BACKEND_ERROR,
     Completion,
+    ErrorKind,
     Request,
     context_overflow,
     failed,
@@ -28,6 +28,13 @@ from fineinstructions.models.llm import (
 
 class TransformersLLM:
     kind = "transformers"
+    constrains_json_schema = False  # generated freely, validated afterwards
+    constrains_gbnf = False
+    constrains_regex = False
+    counts_tokens_locally = True
+    caches_prefixes = False
+    token_count_method = "the model's tokenizer"
+    checkpoint_every = None  # requests are grouped and batched across the whole call
 
     def __init__(
         self,
@@ -90,7 +97,7 @@ class TransformersLLM:
         for index, request in enumerate(requests):
             if request.regex is not None or request.grammar is not None:
                 results[index] = failed(
-                    BACKEND_ERROR, "the transformers backend takes no regex or grammar constraints"
+                    ErrorKind.BACKEND_ERROR, "the transformers backend takes no regex or grammar constraints"
                 )
                 continue
             sampling = request.temperature > 0
@@ -138,7 +145,7 @@ class TransformersLLM:
                     generated = self._model.generate(**batch, **options)
             except (RuntimeError, ValueError) as error:
                 for i in runnable:
-                    out[i] = failed(BACKEND_ERROR, f"{type(error).__name__}: {error}")
+                    out[i] = failed(ErrorKind.BACKEND_ERROR, f"{type(error).__name__}: {error}")
                 return out  # type: ignore[return-value]
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             eos = tokenizer.eos_token_id

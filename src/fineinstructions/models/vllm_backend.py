@@ -19,6 +19,12 @@ from fineinstructions.models.llm import Completion, Request, context_overflow, p
 
 class VLLMLLM:
     kind = "vllm"
+    constrains_json_schema = True
+    constrains_gbnf = False  # vLLM's grammars are EBNF/lark, not GBNF
+    constrains_regex = True
+    counts_tokens_locally = True
+    token_count_method = "the model's tokenizer"
+    checkpoint_every = None  # continuous batching wants the whole batch at once
 
     def __init__(
         self,
@@ -32,6 +38,7 @@ class VLLMLLM:
     ) -> None:
         self.model = model
         self.max_model_len = max_model_len
+        self.caches_prefixes = enable_prefix_caching
         self.engine_options = {
             "gpu_memory_utilization": gpu_memory_utilization,
             "tensor_parallel_size": tensor_parallel_size,

@@ -34,10 +34,9 @@ from fineinstructions.models.llm import (
     LLM,
     Completion,
     Request,
-    constrains_decoding,
+    capabilities,
     json_values,
     strip_fence,
-    takes_gbnf,
 )
 from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import DocumentRow, PairRow, RejectRow, TemplateRow
@@ -117,11 +116,12 @@ class Instantiator:
       the instruction is the template with its variables filled (GBNF backends);
     - ``schema``: a JSON schema (``null`` or ``{"instruction", "answer"}``);
     - ``none``: no constraint; the answer is parsed leniently;
-    - ``auto`` (default): ``document`` on llama.cpp, ``schema`` on other backends that
-      constrain decoding, ``none`` otherwise.
+    - ``auto`` (default): ``document`` where the backend takes GBNF grammars, ``schema``
+      on other backends that constrain decoding to a schema, ``none`` otherwise.
 
     ``context_window`` (tokens) makes long documents be cut to fit, with room for the
     rest of the prompt and ``max_tokens`` of answer; ``None`` sends documents whole.
+    :attr:`fit_method` says how the tokens are counted.
     """
 
     def __init__(
@@ -166,12 +166,22 @@ class Instantiator:
         self.prompt = loaded
         self.prompt_version = loaded.version
         if constraint == "auto":
-            constraint = "document" if takes_gbnf(llm) else "schema" if constrains_decoding(llm) else "none"
+            can = capabilities(llm)
+            constraint = "document" if can.constrains_gbnf else "schema" if can.constrains_json_schema else "none"
         self.constraint = constraint
 
     @property
     def model(self) -> str:
         return self.llm.identity
+
+    @property
+    def fit_method(self) -> str | None:
+        """How documents are measured against ``context_window``: the backend's way of
+        counting tokens (for a server, known once it has been asked), or ``None`` when
+        documents are sent whole."""
+        if self.context_window is None:
+            return None
+        return getattr(self.llm, "token_count_method", "the backend's count_tokens")
 
     # -- requests ---------------------------------------------------------------------
 
@@ -282,9 +292,8 @@ class Instantiator:
 
         if completion.finish_reason == "length":
             return reject("truncated", "the model reached max_tokens before finishing its answer")
-        if not completion.ok:
-            kind, _, detail = (completion.error or "").partition(": ")
-            return reject(kind or "backend_error", detail)
+        if completion.error_kind is not None:
+            return reject(completion.error_kind.value, completion.error_detail)
         parsed = parse_answer(completion.text, completion.parsed)
         if parsed is None:
             return reject(SKIP_INCOMPATIBLE, "the model answered null: the template does not fit", skip=True)
@@ -353,10 +362,16 @@ def _cut(text: str, keep: int) -> str:
     return head[:space].rstrip() if space > 0 else head
 
 
+INSTRUCTION_KEYS = ("instruction", "instantiated_instruction")
+ANSWER_KEYS = ("answer", "response", "output")
+
+
 def parse_answer(text: str | None, parsed: Any = None) -> tuple[str, str] | None | Literal[False]:
     """``(instruction, answer)``, ``None`` for an explicit ``null`` (incompatible), or
     ``False`` when the output is neither. Lenient: a fenced or wrapped JSON object is
-    found, and ``answer``/``response``/``output`` are accepted for the answer."""
+    found; ``instruction`` or ``instantiated_instruction`` (the released dataset's column
+    name) is accepted for the instruction, ``answer``/``response``/``output`` for the
+    answer."""
     if parsed is None and text is not None:
         if strip_fence(text) in ("null", "None", '"null"'):
             return None
@@ -364,8 +379,8 @@ def parse_answer(text: str | None, parsed: Any = None) -> tuple[str, str] | None
     if parsed is None:
         return False
     if isinstance(parsed, dict):
-        instruction = parsed.get("instruction")
-        answer = next((parsed[k] for k in ("answer", "response", "output") if k in parsed), None)
+        instruction = next((parsed[k] for k in INSTRUCTION_KEYS if k in parsed), None)
+        answer = next((parsed[k] for k in ANSWER_KEYS if k in parsed), None)
         if instruction is None and answer is None and all(v is None for v in parsed.values()):
             return None
         if isinstance(instruction, str) and isinstance(answer, str):

@@ -13,8 +13,9 @@ Two prompt formats:
 
 Where the backend constrains decoding, the score is constrained too (a JSON schema with
 ``enum`` 1–5, a GBNF grammar or a regular expression for the ``flow`` reply). Replies
-are parsed leniently all the same; one with no readable score counts as
-``unparseable_judgement`` and its pair is not kept. The stage does no file I/O.
+are parsed leniently all the same; one with no readable score, or cut at ``max_tokens``
+(``finish_reason == "length"``), counts as ``unparseable_judgement`` and its pair is
+not kept. The stage does no file I/O.
 """
 
 from __future__ import annotations
@@ -25,14 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from fineinstructions.models.llm import (
-    LLM,
-    Completion,
-    Request,
-    backend_of,
-    constrains_decoding,
-    takes_gbnf,
-)
+from fineinstructions.models.llm import LLM, Completion, ErrorKind, Request, capabilities
 from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import PairRow, RejectRow
 
@@ -141,13 +135,13 @@ class Judge:
         options: dict[str, Any] = dict(
             max_tokens=self.max_tokens, temperature=0.0, seed=self.seed, prompt_version=self.prompt_version
         )
-        kind, dialect = backend_of(self.llm)
+        can = capabilities(self.llm)
         if self.format == "prompted":
-            if constrains_decoding(self.llm):
+            if can.constrains_json_schema:
                 options["json_schema"] = SCORE_SCHEMA
-        elif takes_gbnf(self.llm):
+        elif can.constrains_gbnf:
             options["grammar"] = FLOW_GRAMMAR
-        elif kind == "vllm" or (kind == "openai" and dialect in ("vllm", "vllm_legacy")):
+        elif can.constrains_regex:
             options["regex"] = FLOW_REGEX
         return Request.chat(*turns, **options)
 
@@ -179,9 +173,11 @@ class Judge:
                 )
             )
 
-        if not completion.ok and completion.error_kind != "invalid_output":
-            kind, _, detail = (completion.error or "").partition(": ")
-            return reject(kind or "backend_error", detail)
+        if completion.error_kind not in (None, ErrorKind.INVALID_OUTPUT):
+            return reject(completion.error_kind.value, completion.error_detail)
+        if completion.finish_reason == "length":
+            # The model was still writing: a "score … N" in the text need not be its verdict.
+            return reject("unparseable_judgement", "the reply was cut at max_tokens before it gave its score")
         score = parse_score(completion.text, completion.parsed)
         if score is None:
             return reject("unparseable_judgement", "no score from 1 to 5 could be read from the reply")

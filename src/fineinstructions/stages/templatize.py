@@ -22,15 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from fineinstructions.errors import ConfigError
 from fineinstructions.genericity import template_problems
-from fineinstructions.models.llm import (
-    LLM,
-    Completion,
-    Request,
-    constrains_decoding,
-    json_values,
-    takes_gbnf,
-)
+from fineinstructions.models.llm import LLM, Completion, Request, capabilities, json_values
 from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
 from fineinstructions.stages.templatize_grammar import query_template_grammar
@@ -75,19 +69,23 @@ class TemplatizeResult:
 
 
 Constraint = Literal["auto", "query", "pattern", "none"]
+# What ``auto`` resolves to in ``fineinstructions`` mode: no constraint in the request.
+UNCONSTRAINED = "unconstrained"
 
 
 class Templatizer:
     """Turns batches of queries into templates with one LLM.
 
-    ``constraint`` (``prompted`` mode) decides how decoding is held to the format:
+    ``constraint`` decides how decoding is held to the format, in either mode:
 
     - ``query``: a per-query grammar (:mod:`.templatize_grammar`) — the template is the
-      query with runs of words replaced by tags; GBNF backends only (llama.cpp);
+      query with runs of words replaced by tags; backends that take GBNF grammars only;
     - ``pattern``: the JSON schema's ``pattern`` requires at least one ``<fi>`` tag;
     - ``none``: a plain JSON schema; validation afterwards does all the work;
-    - ``auto`` (default): ``query`` on llama.cpp, ``pattern`` on other backends that
-      constrain decoding (OpenAI-compatible servers, vLLM), ``none`` otherwise.
+    - ``auto`` (default): in ``prompted`` mode, ``query`` where the backend takes GBNF
+      grammars, ``pattern`` where it constrains decoding to a schema, ``none``
+      otherwise; in ``fineinstructions`` mode, no constraint at all (``unconstrained``):
+      the released model writes its own JSON, which is parsed leniently.
     """
 
     def __init__(
@@ -105,15 +103,24 @@ class Templatizer:
             raise ValueError(f"unknown templatize mode {mode!r}; use 'prompted' or 'fineinstructions'")
         if constraint not in ("auto", "query", "pattern", "none"):
             raise ValueError(f"unknown constraint {constraint!r}; use auto, query, pattern or none")
+        can = capabilities(llm)
+        if constraint == "query" and not can.constrains_gbnf:
+            raise ConfigError(
+                f"templatize constraint 'query' needs a backend that takes GBNF grammars; "
+                f"{llm.identity} takes none.\n"
+                "  fix: set templatize.constraint to 'pattern', 'none' or 'auto', or use a llama.cpp "
+                "backend (in process, or a server with dialect 'llama_cpp')"
+            )
         self.llm = llm
         self.mode = mode
         self.temperature = temperature
         self.seed = seed
         self.max_tokens = max_tokens
+        self._example_openings: set[tuple[str, ...]] = set()
         if mode == "fineinstructions":
             self.prompt: Prompt | None = None
             self.prompt_version = FINEINSTRUCTIONS_VERSION
-            self.constraint = "none"  # the released model writes its own JSON; parsed leniently
+            self.constraint = UNCONSTRAINED if constraint == "auto" else constraint
             return
         loaded = prompt if isinstance(prompt, Prompt) else load_prompt(prompt)
         self.prompt = loaded.require("query", "template", "compatible_document_description")
@@ -122,17 +129,10 @@ class Templatizer:
         }
         self.prompt_version = self.prompt.version
         if constraint == "auto":
-            if takes_gbnf(llm):
-                constraint = "query"
-            elif constrains_decoding(llm):
-                constraint = "pattern"
-            else:
-                constraint = "none"
+            constraint = "query" if can.constrains_gbnf else "pattern" if can.constrains_json_schema else "none"
         self.constraint = constraint
 
     def _copies_example(self, description: str) -> bool:
-        if self.prompt is None:
-            return False
         return _opening(description) in self._example_openings
 
     @property
@@ -148,6 +148,11 @@ class Templatizer:
             seed=self.seed,
             prompt_version=self.prompt_version,
         )
+        grammar = query_template_grammar(query) if self.constraint == "query" else None
+        if grammar is not None:
+            options["grammar"] = grammar
+        elif self.constraint != UNCONSTRAINED:  # a query too long for its own grammar falls back to the pattern
+            options["json_schema"] = output_schema(constrain_template=self.constraint != "none")
         if self.prompt is None:
             return Request.chat(("user", query), **options)
         turns: list[tuple[str, str]] = [("system", self.prompt.system)]
@@ -159,11 +164,6 @@ class Templatizer:
             turns.append(("user", example["query"]))
             turns.append(("assistant", json.dumps(answer, ensure_ascii=False)))
         turns.append(("user", query))
-        grammar = query_template_grammar(query) if self.constraint == "query" else None
-        if grammar is not None:
-            options["grammar"] = grammar
-        else:  # a query too long for its own grammar falls back to the pattern
-            options["json_schema"] = output_schema(constrain_template=self.constraint != "none")
         return Request.chat(*turns, **options)
 
     def __call__(self, queries: Sequence[QueryRow]) -> TemplatizeResult:
@@ -198,9 +198,8 @@ class Templatizer:
 
         if completion.finish_reason == "length":
             return reject("truncated", "the model reached max_tokens before finishing its answer")
-        if not completion.ok:
-            kind, _, detail = (completion.error or "").partition(": ")
-            return reject(kind or "backend_error", detail)
+        if completion.error_kind is not None:
+            return reject(completion.error_kind.value, completion.error_detail)
         fields = completion.parsed if completion.parsed is not None else lenient_fields(completion.text)
         if not isinstance(fields, dict):
             return reject("invalid_output", "no JSON object with template and compatible_document_description")
