@@ -199,3 +199,20 @@ def test_throughput_of_the_job_and_of_a_worker_are_kept_apart():
     assert rates["tokens_per_s"] == 200.0 and rates["tokens_per_s_per_worker"] == 100.0
     resumed = StageRun(counts=Counter({"in": 100, "seconds": 10.0}), wall_seconds=0.1, resumed=3)
     assert resumed.rates("in")["rows_per_s"] is None  # this run's wall time did not make those rows
+
+
+def test_a_long_stage_in_a_log_file_reports_progress_at_a_steady_interval(tmp_path, capsys):
+    import time
+
+    class Slow(Words):
+        def process(self, batch):
+            time.sleep(0.3)
+            return super().process(batch)
+
+    docs = write_documents(tmp_path / "d.jsonl", ["a b"] * 4)
+    run_stage(Slow(), lambda: plan_corpus([docs], "documents", 2), tmp_path / "out", inputs={}, unit="documents",
+              show_progress=True, progress_interval=0.1, log=lambda m: None)
+    lines = capsys.readouterr().err.splitlines()  # not a terminal: plain lines
+    assert len(lines) >= 4  # while the slow batches ran, not only at the end
+    assert any("match: 0/4 documents" in line or "match: 2/4 documents" in line for line in lines)
+    assert "ETA" in " ".join(lines[:-1]) and lines[-1].startswith("match: 4/4 documents")

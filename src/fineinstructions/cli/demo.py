@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from fineinstructions.cli.options import build_config, config_options
@@ -27,5 +25,5 @@ def demo(output, overwrite, quiet, **options) -> None:
     config = build_config(options)
     log = (lambda message: None) if quiet else (lambda m: click.echo(m, err=True))
     log(f"demo: the pipeline on {examples_dir()} (queries.jsonl, documents.jsonl) into {output}")
-    stats = run_demo(output, config, overwrite=overwrite, show_progress=not quiet and sys.stderr.isatty(), log=log)
+    stats = run_demo(output, config, overwrite=overwrite, show_progress=not quiet, log=log)
     print_funnel(stats, output, log)

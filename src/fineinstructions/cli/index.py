@@ -34,7 +34,6 @@ def index(templates, output, kind, nlist, nprobe, overwrite, quiet, **options) -
     Documents must later be matched with the same embedder (embed.model); a different
     one is refused.
     """
-    import sys
 
     from fineinstructions.execution.index import run_index
 
@@ -43,7 +42,7 @@ def index(templates, output, kind, nlist, nprobe, overwrite, quiet, **options) -
     with open_executor(options, config) as executor:
         stats = run_index(
             templates, output, config, overwrite=overwrite, executor=executor,
-            show_progress=not quiet and sys.stderr.isatty(), log=log,
+            show_progress=not quiet, log=log,
         )
     step = stats["index"]
     skipped = ", ".join(f"{k} {v}" for k, v in step["skipped"].items())

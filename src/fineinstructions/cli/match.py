@@ -44,7 +44,6 @@ def match(documents, index_dir, output, threshold, num_chunks, complexity_distri
     complexity follows the target distribution. Writes rows (document_id, template_id,
     chunk, score) and OUTPUT/stats.json.
     """
-    import sys
 
     from fineinstructions.execution.match import run_match
 
@@ -62,7 +61,7 @@ def match(documents, index_dir, output, threshold, num_chunks, complexity_distri
     with open_executor(options, config) as executor:
         stats = run_match(
             documents, index_dir, output, config, overwrite=overwrite, limit=limit, executor=executor,
-            show_progress=not quiet and sys.stderr.isatty(), log=log,
+            show_progress=not quiet, log=log,
         )
     step = stats["match"]
     missing = step["vectors_without_match"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from fineinstructions.cli.options import (
@@ -62,7 +60,7 @@ def instantiate(matches, templates, documents, output, mode, constraint, min_exc
     with open_executor(options, config) as executor:
         stats = run_instantiate(
             matches, templates, documents, output, config, overwrite=overwrite, executor=executor,
-            show_progress=not quiet and sys.stderr.isatty(), log=log,
+            show_progress=not quiet, log=log,
         )
     step = stats["instantiate"]
     log(
@@ -95,7 +93,7 @@ def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -
     with open_executor(options, config) as executor:
         stats = run_judge(
             pairs, output, config, overwrite=overwrite, executor=executor,
-            show_progress=not quiet and sys.stderr.isatty(), log=log,
+            show_progress=not quiet, log=log,
         )
     step = stats["judge"]
     log(
@@ -134,7 +132,7 @@ def run(queries, documents, output, overwrite, no_report, quiet, **options) -> N
     with open_executor(options, config) as executor:
         stats = run_pipeline(
             queries, documents, output, config, overwrite=overwrite, report=not no_report, executor=executor,
-            show_progress=not quiet and sys.stderr.isatty(), log=log,
+            show_progress=not quiet, log=log,
         )
     print_funnel(stats, output, log)
 

@@ -49,7 +49,6 @@ def templatize(
     OUTPUT.rejects.jsonl beside the bank; counts and the complexity histogram to
     OUTPUT/stats.json.
     """
-    import sys
 
     from fineinstructions.execution.templatize import run_templatize
 
@@ -73,7 +72,7 @@ def templatize(
             overwrite=overwrite,
             limit=limit,
             executor=executor,
-            show_progress=not quiet and sys.stderr.isatty(),
+            show_progress=not quiet,
             log=log,
         )
     step = stats["templatize"]

@@ -141,6 +141,7 @@ def run_stage(
     executor: Executor | None = None,
     show_progress: bool = True,
     unit: str = "rows",
+    progress_interval: float | None = None,
     log: Log = print,
 ) -> StageRun:
     """Run ``stage`` over the shards ``plan()`` makes (called on a first run only),
@@ -160,7 +161,7 @@ def run_stage(
         log(f"{stage.name}: resuming: {len(done)} of {len(shards)} shards were done")
     merge_worker_caches(cache, log)
     total = sum(s.rows or 0 for s in pending) if all(s.rows is not None for s in pending) else None
-    progress = Progress(stage.name, total=total, unit=unit, enabled=show_progress)
+    progress = Progress(stage.name, total=total, unit=unit, enabled=show_progress, interval=progress_interval)
     tick = time.monotonic()
 
     local = executor.kind == "local"

@@ -1,6 +1,7 @@
 """OpenAI-compatible HTTP backend: vLLM, SGLang, llama.cpp server, TGI, hosted APIs.
 
-Requests of a batch are sent concurrently (at most ``max_concurrency`` in flight) to
+Requests of a batch are sent concurrently (at most ``max_concurrency`` in flight, from a
+pool of threads sharing keep-alive connections) to
 ``{base_url}/chat/completions``. Connection errors, timeouts, 429 and 5xx answers are
 retried with exponential backoff and jitter, honouring ``Retry-After``; a request that
 still fails becomes a completion with a ``backend_error``, and the rest of the batch
@@ -25,8 +26,8 @@ Face ``tokenizer``, else the server's tokenize endpoint, else an estimate
 
 from __future__ import annotations
 
-import asyncio
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
 
@@ -146,6 +147,9 @@ class OpenAICompatibleLLM:
         self.tokenizer = tokenizer
         self.retries = 0  # retried attempts so far, for reports and tests
         self._checked = False
+        self._pool: Any = None  # the sending threads and their client, made on first use
+        self._client: Any = None
+        self._lock = threading.Lock()
         self._counter: HFTokenCounter | ServerTokenCounter = (
             HFTokenCounter(tokenizer)
             if tokenizer is not None
@@ -215,34 +219,23 @@ class OpenAICompatibleLLM:
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         self.load()
-        coroutine = self._generate_all(list(requests))
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coroutine)
-        # Called from inside an event loop (a notebook, an async app): run in a thread.
-        result: list[list[Completion]] = []
-        thread = threading.Thread(target=lambda: result.append(asyncio.run(coroutine)))
-        thread.start()
-        thread.join()
-        return result[0]
+        # Blocking requests on a pool of threads over one keep-alive connection pool:
+        # measured several times faster than an asyncio client per batch, whose
+        # connection-pool bookkeeping dominated at a few hundred requests/s.
+        return list(self._threads().map(self._send, requests))
 
-    async def _generate_all(self, requests: list[Request]) -> list[Completion]:
-        import httpx
+    def _threads(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-        limits = httpx.Limits(max_connections=self.max_concurrency)
-        gate = asyncio.Semaphore(self.max_concurrency)
-        async with httpx.AsyncClient(
-            headers=self._headers(), timeout=self.timeout, limits=limits
-        ) as client:
+            import httpx
 
-            async def one(request: Request) -> Completion:
-                async with gate:
-                    return await self._send(client, request)
+            limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+            self._client = httpx.Client(headers=self._headers(), timeout=self.timeout, limits=limits)
+            self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="openai-backend")
+        return self._pool
 
-            return list(await asyncio.gather(*(one(r) for r in requests)))
-
-    async def _send(self, client, request: Request) -> Completion:
+    def _send(self, request: Request) -> Completion:
         import httpx
 
         body = self.payload(request)
@@ -253,7 +246,7 @@ class OpenAICompatibleLLM:
         for attempt in range(self.max_retries + 1):
             asked: float | None = None
             try:
-                response = await client.post(url, json=body)
+                response = self._client.post(url, json=body)
             except (httpx.TransportError, httpx.TimeoutException) as error:
                 last = f"{type(error).__name__} talking to {self.base_url}"
             else:
@@ -267,8 +260,9 @@ class OpenAICompatibleLLM:
                 asked = retry_after(response)
             if attempt == self.max_retries:
                 break
-            self.retries += 1
-            await asyncio.sleep(self._delay(attempt, asked))
+            with self._lock:
+                self.retries += 1
+            time.sleep(self._delay(attempt, asked))
         return failed(ErrorKind.BACKEND_ERROR, f"{last} (gave up after {self.max_retries + 1} attempts)")
 
     def _delay(self, attempt: int, asked: float | None) -> float:
@@ -298,6 +292,17 @@ class OpenAICompatibleLLM:
 
     def close(self) -> None:
         self._counter.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._client.close()
+            self._pool = self._client = None
+
+    def __getstate__(self) -> dict:
+        # Threads and sockets stay with the process that opened them.
+        return {**self.__dict__, "_pool": None, "_client": None, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
 
 def _is_context_overflow(status: int, message: str, code: str | None) -> bool:
