@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARD_DOCUMENTS = 2000  # documents per shard (instantiate.shard_size)
+SHARD_DOCUMENTS = 500  # documents per shard (instantiate.shard_size): 3,000 matches
 WORDS = ("river", "stone", "garden", "engine", "market", "winter", "signal", "harbor", "forest", "ladder",
          "copper", "meadow", "circuit", "lantern", "valley", "orbit", "canvas", "tunnel", "island", "thread")
 
