@@ -1,3 +1,3 @@
-from fineinstructions.cli import main
+from fineinstructions.interface.cli import main
 
 main()

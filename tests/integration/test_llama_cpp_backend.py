@@ -103,7 +103,7 @@ def test_cache_around_the_real_backend_makes_no_model_calls_on_rerun(llm, tmp_pa
 
 
 def test_count_tokens_matches_the_tokenizer(llm):
-    from fineinstructions.tokens import load_token_counter
+    from fineinstructions.models.tokens import load_token_counter
 
     text = "Instruction: Why is the sky blue?\n\nAnswer: Rayleigh scattering."
     assert llm.count_tokens(text) == load_token_counter("embedded").count([text])[0]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fineinstructions.cli import main
-from fineinstructions.index import TemplateIndex
+from fineinstructions.interface.cli import main
 from fineinstructions.io import ShardWriter, read_documents, read_rows
 from fineinstructions.models.embedder import SentenceTransformerEmbedder
+from fineinstructions.models.index import TemplateIndex
 from fineinstructions.records import MatchRow, TemplateRow
 
 pytestmark = pytest.mark.slow

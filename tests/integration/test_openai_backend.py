@@ -188,7 +188,7 @@ def test_payload_dialects():
 
 
 def test_counts_tokens_with_the_servers_tokenize_endpoint(server):
-    from fineinstructions.tokens import load_token_counter
+    from fineinstructions.models.tokens import load_token_counter
 
     llm = client(server)
     text = "Instruction: Why is the sky blue?\n\nAnswer: Rayleigh scattering."

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fineinstructions.cli import main
 from fineinstructions.config import load_config
 from fineinstructions.execution.templatize import beside, run_templatize
-from fineinstructions.genericity import template_problems
+from fineinstructions.interface.cli import main
 from fineinstructions.io import read_rows
 from fineinstructions.models.llama_cpp_backend import LlamaCppLLM
 from fineinstructions.models.llm import Request
 from fineinstructions.records import TemplateRow
 from fineinstructions.stages.templatize import Templatizer
-from fineinstructions.stages.templatize_grammar import query_template_grammar, segments
+from fineinstructions.text.genericity import template_problems
+from fineinstructions.text.templatize_grammar import query_template_grammar, segments
 
 pytestmark = pytest.mark.slow
 

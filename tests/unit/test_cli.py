@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fineinstructions.cli import main
+from fineinstructions.interface.cli import main
 from fineinstructions.io import ShardWriter, read_rows
 from fineinstructions.records import PairRow, QueryRow
 
@@ -73,7 +73,7 @@ def test_module_entry_point_help():
 
 def test_importing_the_cli_imports_nothing_heavy():
     code = (
-        "import sys, json, fineinstructions.cli\n"
+        "import sys, json, fineinstructions.interface.cli\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -85,7 +85,7 @@ def test_help_of_every_command_imports_nothing_heavy():
     code = (
         "import sys, json\n"
         "from click.testing import CliRunner\n"
-        "from fineinstructions.cli import main\n"
+        "from fineinstructions.interface.cli import main\n"
         "codes = [CliRunner().invoke(main, [c, '--help']).exit_code for c in main.commands]\n"
         f"print(json.dumps([codes, sorted(m for m in {HEAVY!r} if m in sys.modules)]))"
     )

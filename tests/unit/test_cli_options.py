@@ -18,8 +18,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from fineinstructions.cli import main
 from fineinstructions.config import Config
+from fineinstructions.interface.cli import main
 
 
 class Intercepted(Exception):
@@ -275,10 +275,10 @@ CASES = {
             "output.format": "jsonl",
         },
         positional=[("queries.jsonl",), ("documents.jsonl",), "out"],
-        keywords={"overwrite": True, "report": False, "show_progress": False},
+        keywords={"overwrite": True, "report": None, "show_progress": False},
     ),
     "demo": Case(
-        call="fineinstructions.demo:run_demo",
+        call="fineinstructions.interface.demo:run_demo",
         arguments=[],
         options={"--output": ["out"], "--overwrite": [], "--quiet": [], **CONFIG_OPTIONS},
         config={},

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fineinstructions.excerpt import SearchableDocument, expand_excerpts
+from fineinstructions.text.excerpt import SearchableDocument, expand_excerpts
 
 DOC = (
     "On the Electrodynamics of Moving Bodies. It is known that Maxwell's electrodynamics, "

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fineinstructions.embed import gaussian_pool
+from fineinstructions.models.pooling import gaussian_pool
 
 
 def reference(h, mask, K, sigma, alpha):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from fineinstructions.genericity import specifics, template_problems
-from fineinstructions.prompting import load_prompt
+from fineinstructions.text.genericity import specifics, template_problems
+from fineinstructions.text.prompting import load_prompt
 
 DESCRIPTION = "A reference article about a place that says where it lies and what it is known for."
 

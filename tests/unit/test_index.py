@@ -7,7 +7,8 @@ import pytest
 
 from fineinstructions.config import IndexConfig
 from fineinstructions.errors import UserError
-from fineinstructions.index import (
+from fineinstructions.models.embedder import EmbedderIdentity
+from fineinstructions.models.index import (
     IndexBuilder,
     TemplateIndex,
     choose_kind,
@@ -15,7 +16,6 @@ from fineinstructions.index import (
     default_pq_bytes,
     settings_for,
 )
-from fineinstructions.models.embedder import EmbedderIdentity
 
 DIM = 32
 

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from fineinstructions.excerpt import expand_excerpts
 from fineinstructions.models.fake import ScriptedLLM
 from fineinstructions.models.llm import Capabilities, Completion, context_overflow
 from fineinstructions.records import DocumentRow, PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator, parse_answer
-from fineinstructions.stages.instantiate_grammar import document_grammar, excerpt_anchors
+from fineinstructions.text.excerpt import expand_excerpts
+from fineinstructions.text.instantiate_grammar import document_grammar, excerpt_anchors
 
 DOCUMENT = (
     "Owls hunt mostly at night. Their soft feathers let them fly almost silently. "

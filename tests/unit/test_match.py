@@ -9,8 +9,8 @@ import pytest
 from fineinstructions.config import IndexConfig
 from fineinstructions.errors import UserError
 from fineinstructions.execution.match import target_distribution
-from fineinstructions.index import IndexBuilder, settings_for
 from fineinstructions.models.embedder import EmbedderIdentity, TokenEmbeddings, normalize
+from fineinstructions.models.index import IndexBuilder, settings_for
 from fineinstructions.records import DocumentRow
 from fineinstructions.stages.match import Matcher, calibrated_threshold, choose
 

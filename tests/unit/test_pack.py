@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fineinstructions.pack import PAIR_FORMAT, format_pair, pack_pairs
+from fineinstructions.text.packing import PAIR_FORMAT, format_pair, pack_pairs
 
 
 @dataclass(frozen=True)

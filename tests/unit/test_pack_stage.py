@@ -1,7 +1,7 @@
-from fineinstructions.pack import format_pair
+from fineinstructions.models.tokens import load_token_counter
 from fineinstructions.records import DocumentRow, PairRow
 from fineinstructions.stages.pack import pack_stage
-from fineinstructions.tokens import load_token_counter
+from fineinstructions.text.packing import format_pair
 
 
 def make_pair(document_id, n, answer):

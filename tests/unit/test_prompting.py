@@ -3,7 +3,7 @@
 import pytest
 
 from fineinstructions.errors import ConfigError
-from fineinstructions.prompting import load_prompt, packaged_prompts
+from fineinstructions.text.prompting import load_prompt, packaged_prompts
 
 
 def test_packaged_templatize_prompt_loads_with_version_and_examples():

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fineinstructions.errors import TemplateSyntaxError
-from fineinstructions.template import parse_template, validate_template
+from fineinstructions.text.template import parse_template, validate_template
 
 
 def kinds(text):

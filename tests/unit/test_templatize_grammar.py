@@ -2,7 +2,7 @@
 
 import re
 
-from fineinstructions.stages.templatize_grammar import (
+from fineinstructions.text.templatize_grammar import (
     MAX_SEGMENTS,
     query_template_grammar,
     segments,

@@ -4,7 +4,7 @@ import pytest
 
 from fineinstructions.errors import MissingDependencyError, UserError
 from fineinstructions.models.embedded import embedded_llm_path
-from fineinstructions.tokens import (
+from fineinstructions.models.tokens import (
     HuggingFaceTokenCounter,
     LlamaCppTokenCounter,
     load_token_counter,

@@ -19,9 +19,9 @@ import numpy as np
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.index import IndexBuilder, settings_for
 from fineinstructions.io import write_json
 from fineinstructions.models.embedder import Embedder
+from fineinstructions.models.index import IndexBuilder, settings_for
 
 
 def _unit_hash(text: str) -> float:

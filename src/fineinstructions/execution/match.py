@@ -95,7 +95,7 @@ def run_match(
 ) -> dict:
     """Match the documents in ``document_paths`` against the index at ``index_dir``,
     writing MatchRow shards to ``output``. Returns the stats also in ``output/stats.json``."""
-    from fineinstructions.index import TemplateIndex
+    from fineinstructions.models.index import TemplateIndex
 
     index = TemplateIndex.load(index_dir)  # says what is wrong with a bad folder, before any work
     section = config.match

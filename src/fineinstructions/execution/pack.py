@@ -1,7 +1,7 @@
 """Run the pack stage: judged pairs + documents → the final dataset, with its card.
 
 Documents are counted with the configured tokenizer and give the token budget; the
-judged pairs are formatted, counted and kept while they fit (:mod:`fineinstructions.pack`),
+judged pairs are formatted, counted and kept while they fit (:mod:`fineinstructions.text.packing`),
 the budget carrying over from document to document within each shard.
 The dataset folder holds the rows (sharded Parquet or JSONL), ``stats.json`` and a
 dataset card, ``README.md``.
@@ -18,8 +18,8 @@ from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.io import write_json
 from fineinstructions.io.writers import atomic_write
-from fineinstructions.pack import PAIR_FORMAT
 from fineinstructions.records import PairRow
+from fineinstructions.text.packing import PAIR_FORMAT
 
 
 def run_pack(

@@ -69,7 +69,7 @@ def run_pipeline(
     *,
     overwrite: bool = False,
     show_progress: bool = True,
-    report: bool = True,
+    report: Callable[[Path], Path] | None = None,
     executor=None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -77,7 +77,8 @@ def run_pipeline(
 
     ``executor`` runs the stages' batches (default: in this process; a
     :class:`~fineinstructions.execution.executor.RayExecutor` runs them on a cluster).
-    The same inputs and configuration give the same rows either way."""
+    The same inputs and configuration give the same rows either way. ``report`` writes
+    the run's report when it ends (the interface passes its HTML report writer)."""
     from fineinstructions.execution.executor import LocalExecutor
     from fineinstructions.execution.index import run_index
     from fineinstructions.execution.instantiate import run_instantiate
@@ -146,10 +147,7 @@ def run_pipeline(
     stats["stage_seconds_this_run"] = stage_seconds
     write_json(stats, out / "stats.json")
     if report:
-        from fineinstructions.report import write_report
-
-        path = write_report(out)
-        log(f"report: {path}")
+        log(f"report: {report(out)}")
     return stats
 
 

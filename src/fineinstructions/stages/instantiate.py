@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from fineinstructions.errors import ConfigError
-from fineinstructions.excerpt import SearchableDocument, expand_excerpts
 from fineinstructions.models.llm import (
     LLM,
     Completion,
@@ -38,10 +37,11 @@ from fineinstructions.models.llm import (
     json_values,
     strip_fence,
 )
-from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import DocumentRow, PairRow, RejectRow, TemplateRow
-from fineinstructions.stages.instantiate_grammar import document_grammar
-from fineinstructions.template import CLOSE_TAG, OPEN_TAG
+from fineinstructions.text.excerpt import SearchableDocument, expand_excerpts
+from fineinstructions.text.instantiate_grammar import document_grammar
+from fineinstructions.text.prompting import Prompt, load_prompt
+from fineinstructions.text.template import CLOSE_TAG, OPEN_TAG
 
 STAGE = "instantiate"
 DEFAULT_PROMPT = "instantiate-v1"

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from fineinstructions.models.llm import LLM, Completion, ErrorKind, Request, capabilities
-from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import PairRow, RejectRow
+from fineinstructions.text.prompting import Prompt, load_prompt
 
 STAGE = "judge"
 DEFAULT_PROMPT = "judge-v1"

@@ -29,10 +29,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fineinstructions.embed import gaussian_pool
 from fineinstructions.errors import UserError
-from fineinstructions.index import TemplateIndex, require_same_embedder
 from fineinstructions.models.embedder import Embedder, normalize
+from fineinstructions.models.index import TemplateIndex, require_same_embedder
+from fineinstructions.models.pooling import gaussian_pool
 from fineinstructions.records import DocumentRow, MatchRow
 from fineinstructions.stages.base import Stage, StageBatch
 
@@ -236,7 +236,7 @@ class MatchStage(Stage):
                 "target": {str(k): v for k, v in (self.target or {}).items()}}
 
     def open(self, worker: Any) -> None:
-        from fineinstructions.index import TemplateIndex
+        from fineinstructions.models.index import TemplateIndex
 
         embedder = self.ready
         if embedder is None:

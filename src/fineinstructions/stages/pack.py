@@ -6,10 +6,10 @@ import dataclasses
 import sys
 from typing import Any, Sequence
 
-from fineinstructions.pack import PackResult, format_pair, pack_pairs
+from fineinstructions.models.tokens import TokenCounter
 from fineinstructions.records import DocumentRow, PairRow
 from fineinstructions.stages.base import Stage, StageBatch
-from fineinstructions.tokens import TokenCounter
+from fineinstructions.text.packing import PackResult, format_pair, pack_pairs
 
 
 def with_token_counts(documents: Sequence[DocumentRow], counter: TokenCounter) -> list[DocumentRow]:
@@ -86,7 +86,7 @@ class PackStage(Stage):
         return output_fingerprint(self.config.pack)
 
     def open(self, worker: Any) -> None:
-        from fineinstructions.tokens import load_token_counter
+        from fineinstructions.models.tokens import load_token_counter
 
         self.counter = load_token_counter(self.config.pack.tokenizer)
 

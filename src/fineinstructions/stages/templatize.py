@@ -10,7 +10,7 @@ Two prompt modes share the stage:
 - ``fineinstructions``: the released ``fineinstructions/query_templatizer`` contract —
   the bare query as the only user message, one JSON object out.
 
-Every answer then goes through :func:`fineinstructions.genericity.template_problems`.
+Every answer then goes through :func:`fineinstructions.text.genericity.template_problems`.
 The stage does no file I/O: queries in, :class:`TemplatizeResult` out.
 """
 
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from fineinstructions.errors import ConfigError
-from fineinstructions.genericity import template_problems
 from fineinstructions.models.llm import LLM, Completion, Request, capabilities, json_values
-from fineinstructions.prompting import Prompt, load_prompt
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
-from fineinstructions.stages.templatize_grammar import query_template_grammar
-from fineinstructions.template import parse_template
+from fineinstructions.text.genericity import template_problems
+from fineinstructions.text.prompting import Prompt, load_prompt
+from fineinstructions.text.template import parse_template
+from fineinstructions.text.templatize_grammar import query_template_grammar
 
 STAGE = "templatize"
 DEFAULT_PROMPT = "templatize-v1"

@@ -5,7 +5,7 @@ from have been replaced by variables. :func:`template_problems` applies every ru
 returns one :class:`Rejection` per broken rule, each with a machine-readable ``reason``:
 
 - ``unclosed_tag``, ``stray_tag``, ``nested_tag``, ``empty_tag``, ``no_variables``: the
-  template does not parse (see :mod:`fineinstructions.template`);
+  template does not parse (see :mod:`fineinstructions.text.template`);
 - ``copy_of_query``: nothing of the query was abstracted — every word of the query is
   still in the template's literal text (the text outside tags);
 - ``leftover_number``, ``leftover_quote``, ``leftover_name``: a number, a quoted string or
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fineinstructions.template import parse_template, validate_template
+from fineinstructions.text.template import parse_template, validate_template
 
 SYNTAX_REASONS = {
     "unclosed": "unclosed_tag",

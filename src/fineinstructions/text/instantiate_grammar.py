@@ -12,7 +12,7 @@ document) or the JSON object ``{"instruction": "…", "answer": "…"}`` where
 Every PREFIX is the opening words of a sentence of the document, made long enough to
 occur exactly once in it, and every SUFFIX the closing words of the same or a later
 sentence; so every marker the model can write resolves to exactly one span of the
-document (:func:`fineinstructions.excerpt.expand_excerpts`). What the excerpts say, and
+document (:func:`fineinstructions.text.excerpt.expand_excerpts`). What the excerpts say, and
 whether they answer the instruction, is still for the judge.
 
 Sentences are numbered 1..n. For sentence ``i``, ``x_i ::= P_i "<...>" t_i`` and
@@ -25,9 +25,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fineinstructions.excerpt import ELLIPSIS, MARKER_CLOSE, MARKER_OPEN, normalize_whitespace
-from fineinstructions.stages.templatize_grammar import gbnf_json_literal as _literal
-from fineinstructions.template import parse_template
+from fineinstructions.text.excerpt import ELLIPSIS, MARKER_CLOSE, MARKER_OPEN, normalize_whitespace
+from fineinstructions.text.template import parse_template
+from fineinstructions.text.templatize_grammar import gbnf_json_literal as _literal
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\s*\n\s*")
 # Free text in a JSON string: no markup ("<"), no quote, backslash or control characters.

@@ -6,7 +6,7 @@ query itself, word for word, except that runs of 1–``max_span`` consecutive wo
 punctuation marks) are replaced by ``<fi>description</fi>`` tags, at least one of them.
 So even a tiny model cannot drift away from the query, repeat itself until it runs out of
 tokens, or answer without a variable; whether it replaced the *right* words is still
-checked afterwards (:mod:`fineinstructions.genericity`).
+checked afterwards (:mod:`fineinstructions.text.genericity`).
 
 The query is cut into segments (words, and runs of punctuation), each remembering
 whether whitespace preceded it. Rules, for segment positions ``i`` = 1..n:

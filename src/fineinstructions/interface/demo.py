@@ -31,6 +31,7 @@ def run_demo(
 ) -> dict:
     """Run the pipeline on the bundled examples into ``out_dir``; returns its stats."""
     from fineinstructions.execution.pipeline import run_pipeline
+    from fineinstructions.interface.report import write_report
 
     examples = examples_dir()
     return run_pipeline(
@@ -40,5 +41,6 @@ def run_demo(
         config,
         overwrite=overwrite,
         show_progress=show_progress,
+        report=write_report,
         log=log,
     )

@@ -6,14 +6,14 @@ from __future__ import annotations
 import click
 
 from fineinstructions import __version__
-from fineinstructions.cli.config_command import config_command
-from fineinstructions.cli.demo import demo
-from fineinstructions.cli.index import index
-from fineinstructions.cli.match import match
-from fineinstructions.cli.pack import pack
-from fineinstructions.cli.pipeline import instantiate, judge, report, run
-from fineinstructions.cli.templatize import templatize
 from fineinstructions.errors import UserError
+from fineinstructions.interface.cli.config_command import config_command
+from fineinstructions.interface.cli.demo import demo
+from fineinstructions.interface.cli.index import index
+from fineinstructions.interface.cli.match import match
+from fineinstructions.interface.cli.pack import pack
+from fineinstructions.interface.cli.pipeline import instantiate, judge, report, run
+from fineinstructions.interface.cli.templatize import templatize
 
 
 class _Group(click.Group):

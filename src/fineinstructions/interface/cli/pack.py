@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fineinstructions.cli.options import (
+from fineinstructions.interface.cli.options import (
     INPUT,
     build_config,
     config_options,

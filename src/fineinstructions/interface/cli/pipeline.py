@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fineinstructions.cli.options import (
+from fineinstructions.interface.cli.options import (
     INPUT,
     build_config,
     config_options,
@@ -126,12 +126,13 @@ def run(queries, documents, output, overwrite, no_report, quiet, **options) -> N
     request caches.
     """
     from fineinstructions.execution.pipeline import run_pipeline
+    from fineinstructions.interface.report import write_report
 
     config = build_config(options)
     log = _log(quiet)
     with open_executor(options, config) as executor:
         stats = run_pipeline(
-            queries, documents, output, config, overwrite=overwrite, report=not no_report, executor=executor,
+            queries, documents, output, config, overwrite=overwrite, report=None if no_report else write_report, executor=executor,
             show_progress=not quiet, log=log,
         )
     print_funnel(stats, output, log)
@@ -157,6 +158,6 @@ def report(run_dir, samples) -> None:
     """Write RUN_DIR/report.html: complexity, matches per document, excerpt ratios,
     judge scores, template diversity, the funnel and sample pairs with their quoted
     passages highlighted."""
-    from fineinstructions.report import write_report
+    from fineinstructions.interface.report import write_report
 
     click.echo(str(write_report(run_dir, samples=samples)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fineinstructions.cli.options import build_config, config_options
+from fineinstructions.interface.cli.options import build_config, config_options
 
 
 @click.command("demo", short_help="Run the whole pipeline on the bundled examples, offline.")
@@ -19,8 +19,8 @@ def demo(output, overwrite, quiet, **options) -> None:
     """Run every stage (templatize, index, match, instantiate, judge, pack) on the
     bundled example queries and documents with the embedded models, offline, on the CPU
     (a few minutes on two cores), and print where the report is."""
-    from fineinstructions.cli.pipeline import print_funnel
-    from fineinstructions.demo import examples_dir, run_demo
+    from fineinstructions.interface.cli.pipeline import print_funnel
+    from fineinstructions.interface.demo import examples_dir, run_demo
 
     config = build_config(options)
     log = (lambda message: None) if quiet else (lambda m: click.echo(m, err=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fineinstructions.cli.options import build_config, config_options
+from fineinstructions.interface.cli.options import build_config, config_options
 
 
 @click.command("config", short_help="Print the resolved configuration.")

@@ -1,0 +1,1 @@
+"""The interface: the command line, the HTML report and the demo."""
