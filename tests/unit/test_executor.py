@@ -216,3 +216,12 @@ def test_a_long_stage_in_a_log_file_reports_progress_at_a_steady_interval(tmp_pa
     assert len(lines) >= 4  # while the slow batches ran, not only at the end
     assert any("match: 0/4 documents" in line or "match: 2/4 documents" in line for line in lines)
     assert "ETA" in " ".join(lines[:-1]) and lines[-1].startswith("match: 4/4 documents")
+
+
+def test_a_shard_plan_survives_its_file_whole():
+    from fineinstructions.execution.runner import shard_from_json, shard_to_json
+    from fineinstructions.io.pieces import Piece
+
+    shard = InputShard(7, "joined", piece=Piece("d.jsonl", "bytes", 10, 90, 3, 4), files=("m/part-00007.parquet",),
+                       row_type="MatchRow", rows=4, skip_hashes=(2**63 + 5,), bank=("templates/part-00000.parquet",))
+    assert shard_from_json(json.loads(json.dumps(shard_to_json(shard)))) == shard

@@ -94,19 +94,23 @@ def test_without_checker_or_protected_sets_only_dedup_runs():
     assert kept == batch and dropped == []
 
 
-def test_from_config_loads_protected_sets_and_the_checker(tmp_path):
+def test_the_runner_loads_protected_sets_and_the_checker_for_the_filter_stage(tmp_path):
+    from fineinstructions.execution.templatize import query_filter_stage
+    from fineinstructions.stages.base import outcomes
+
     (tmp_path / "trivia.jsonl").write_text(json.dumps({"prompt": "Who painted the Mona Lisa?"}) + "\n")
     config = QueriesConfig(protected=(str(tmp_path / "trivia.jsonl"),), protected_text_field="prompt")
-    query_filter = QueryFilter.from_config(config)
-    assert isinstance(query_filter.checker, LexiconHarmChecker)
-    assert query_filter.decontaminator.sets == {"trivia": 1}
-    kept, dropped = query_filter.filter(rows("who painted the mona lisa", "how to make a pipe bomb at home", "Who painted the Night Watch?"))
-    assert [r.text for r in kept] == ["Who painted the Night Watch?"]
-    assert [reason for _, reason in dropped] == ["contaminated:trivia", "harmful:weapons/explosives_cbrn"]
+    stage = query_filter_stage(config)
+    assert isinstance(stage.filter.checker, LexiconHarmChecker)
+    assert stage.filter.decontaminator.sets == {"trivia": 1}
+    result = stage.process(rows("who painted the mona lisa", "how to make a pipe bomb at home", "Who painted the Night Watch?"))
+    assert [r.text for r in result.rows] == ["Who painted the Night Watch?"]
+    assert [r.reason for r in result.rejects] == ["contaminated:trivia", "harmful:weapons/explosives_cbrn"]
+    assert outcomes(result.counts) == {"in": 3, "out": 1, "skipped": {"contaminated": 1, "harmful": 1}, "failed": {}}
 
-    assert QueryFilter.from_config(QueriesConfig(moderation="off")).checker is None
+    assert query_filter_stage(QueriesConfig(moderation="off")).filter.checker is None
     with pytest.raises(ConfigError, match="missing.jsonl"):
-        QueryFilter.from_config(QueriesConfig(protected=(str(tmp_path / "missing.jsonl"),)))
+        query_filter_stage(QueriesConfig(protected=(str(tmp_path / "missing.jsonl"),)))
 
 
 @needs_real_data

@@ -8,6 +8,7 @@ piece by piece instead. Resume: see :mod:`.runner`.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,6 +23,7 @@ from fineinstructions.execution.runner import (
     read_stats,
     resolved,
     run_stage,
+    stage_prompt,
 )
 from fineinstructions.execution.shards import InputShard, ReadSpec, from_upstream
 from fineinstructions.io import write_json
@@ -39,13 +41,16 @@ def joined_plan(
     work: Path,
     read: ReadSpec,
     executor: Any = None,
+    bank: Sequence[str | Path] = (),
     log: Callable[[str], None] = print,
 ) -> Callable[[], list[InputShard]]:
-    """Shards that each read a document piece with the rows ``upstream`` made from it."""
+    """Shards that each read a document piece with the rows ``upstream`` made from it
+    (and, for match rows without their template's text, the ``bank`` to complete them)."""
+    bank_files = tuple(str(f) for f in data_files(bank)) if bank else ()
 
     def plan() -> list[InputShard]:
         if len(upstream) == 1 and (markers := upstream_markers(upstream[0])) is not None:
-            shards = from_upstream(upstream[0], markers, "joined", row_type)
+            shards = [dataclasses.replace(s, bank=bank_files) for s in from_upstream(upstream[0], markers, "joined", row_type)]
             known = {resolved(p) for p in _document_files(document_paths)}
             for shard in shards:
                 if shard.piece is not None and resolved(shard.piece.path) not in known:
@@ -60,7 +65,7 @@ def joined_plan(
         pieces = without_later_duplicates(plan_documents(document_paths, shard_size), work, read, executor, log)
         return [
             InputShard(s.index, "joined", piece=s.piece, files=files, row_type=row_type.__name__, rows=s.rows,
-                       skip_hashes=s.skip_hashes)
+                       skip_hashes=s.skip_hashes, bank=bank_files)
             for s in pieces
         ]
 
@@ -96,7 +101,7 @@ def run_instantiate(
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
     section = config.instantiate
-    stage = InstantiateStage(config, llm=llm, bank=[str(p) for p in template_paths])
+    stage = InstantiateStage(config, llm=llm, prompt=stage_prompt(config.instantiate))
     described = stage.describe()
     executor_kind = getattr(executor, "kind", "local")
     log(
@@ -109,7 +114,7 @@ def run_instantiate(
     run = run_stage(
         stage,
         joined_plan(match_paths, document_paths, MatchRow, section.shard_size, work=out / ".work" / "ids",
-                    read=read, executor=executor, log=log),
+                    read=read, executor=executor, bank=template_paths, log=log),
         out,
         inputs={"matches": [resolved(p) for p in match_paths], "documents": [resolved(p) for p in document_paths]},
         read=read,

@@ -14,7 +14,7 @@ from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.execution.instantiate import token_rates
 from fineinstructions.execution.ledger import data_files, upstream_markers
-from fineinstructions.execution.runner import beside, resolved, run_stage
+from fineinstructions.execution.runner import beside, resolved, run_stage, stage_prompt
 from fineinstructions.execution.shards import from_upstream, plan_files
 from fineinstructions.io import write_json
 from fineinstructions.records import PairRow
@@ -44,7 +44,7 @@ def run_judge(
             return from_upstream(pair_paths[0], markers, "rows", PairRow)
         return plan_files(data_files(pair_paths), PairRow)
 
-    stage = JudgeStage(config, llm=llm)
+    stage = JudgeStage(config, llm=llm, prompt=stage_prompt(config.judge))
     judge = stage.describe()
     log(
         f"judge: {judge.model}, {judge.format} format, prompt {judge.prompt_version}, "

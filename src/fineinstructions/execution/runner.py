@@ -10,6 +10,7 @@ running it again costs nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -53,6 +54,17 @@ def read_stats(run: "StageRun") -> dict:
     }
 
 
+def stage_prompt(section: Any) -> Any:
+    """The prompt a stage's section names, read here (a packaged name or a .toml file),
+    so the stage and its workers read no file; ``None`` when the section names none or
+    uses the released models' own format."""
+    if getattr(section, "mode", "prompted") != "prompted" or not getattr(section, "prompt", None):
+        return None
+    from fineinstructions.text.prompting import load_prompt
+
+    return load_prompt(section.prompt)
+
+
 def finished_stats(output: str | Path) -> dict | None:
     path = Path(output) / "stats.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -77,26 +89,14 @@ def merge_worker_caches(cache: str | Path | None, log: Log | None = None) -> Non
 
 
 def shard_to_json(shard: InputShard) -> dict:
-    out: dict[str, Any] = {"index": shard.index, "reads": shard.reads, "rows": shard.rows}
-    if shard.piece is not None:
-        p = shard.piece
-        out["piece"] = [p.path, p.kind, p.start, p.stop, p.first, p.rows]
-    if shard.files:
-        out["files"] = list(shard.files)
-    if shard.row_type:
-        out["row_type"] = shard.row_type
-    if shard.skip_hashes:
-        out["skip_hashes"] = [str(h) for h in shard.skip_hashes]
-    return out
+    return dataclasses.asdict(shard)
 
 
 def shard_from_json(data: dict) -> InputShard:
-    piece = Piece(*data["piece"]) if "piece" in data else None
-    return InputShard(
-        data["index"], data["reads"], piece=piece, files=tuple(data.get("files", ())),
-        row_type=data.get("row_type"), rows=data.get("rows"),
-        skip_hashes=tuple(int(h) for h in data.get("skip_hashes", ())),
-    )
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    if fields.get("piece") is not None:
+        fields["piece"] = Piece(**fields["piece"])
+    return InputShard(**fields)
 
 
 @dataclass

@@ -54,6 +54,7 @@ class InputShard:
     row_type: str | None = None
     rows: int | None = None  # inputs it holds, when known (for progress)
     skip_hashes: tuple[int, ...] = ()  # documents an earlier shard already had (duplicate ids)
+    bank: tuple[str, ...] = ()  # template files completing match rows written without their template
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reads": self.reads}
@@ -165,8 +166,36 @@ def _joined(shard: InputShard, row_type: type, spec: ReadSpec, result: ReadResul
             if row.document_id in wanted:
                 by_document[row.document_id].append(row)
                 result.counts["read:joined"] += 1
+    if shard.bank:
+        _complete_templates(by_document, shard.bank)
     for document in documents:
         yield document, by_document.pop(document.id, [])
+
+
+def _complete_templates(by_document: dict[str, list], bank: tuple[str, ...]) -> None:
+    """Match rows written without their template's text (by an older version, or by
+    hand) get it from the bank: only the templates this shard names are kept."""
+    import dataclasses
+
+    from fineinstructions.errors import UserError
+    from fineinstructions.records import TemplateRow
+
+    missing = {row.template_id for rows in by_document.values() for row in rows if not row.template}
+    if not missing:
+        return
+    found = {t.id: t for t in read_rows(list(bank), TemplateRow) if t.id in missing}
+    if missing - set(found):
+        raise UserError(
+            f"{len(missing - set(found))} matched template(s) carry no template text and are not in "
+            f"{', '.join(bank)}, e.g. {sorted(missing - set(found))[0]}.\n"
+            "  fix: pass with --templates the bank the index was built from, or match again"
+        )
+    for rows in by_document.values():
+        rows[:] = [
+            dataclasses.replace(r, template=found[r.template_id].template, variables=found[r.template_id].variables,
+                                query_id=found[r.template_id].query_id) if not r.template else r
+            for r in rows
+        ]
 
 
 def hashes_of(ids) -> np.ndarray:

@@ -25,12 +25,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
-from fineinstructions.config import Config
+from fineinstructions.config import Config, QueriesConfig
 from fineinstructions.errors import UserError
 from fineinstructions.execution.instantiate import token_rates
 from fineinstructions.execution.ledger import ShardFolder
 from fineinstructions.execution.rejects import RejectsFile
-from fineinstructions.execution.runner import beside, resolved, run_stage
+from fineinstructions.execution.runner import beside, resolved, run_stage, stage_prompt
 from fineinstructions.execution.shards import InputShard
 from fineinstructions.io import ReadStats, ShardWriter, read_queries, read_rows, write_json
 from fineinstructions.io.formats import format_suffix
@@ -38,9 +38,11 @@ from fineinstructions.io.writers import write_table
 from fineinstructions.models.llm import LLM
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow, to_table
 from fineinstructions.stages.base import outcomes
+from fineinstructions.stages.decontaminate import load_protected
 from fineinstructions.stages.dedup import normalize_query
 from fineinstructions.stages.llm_stages import TemplatizeStage
-from fineinstructions.stages.query_filter import QueryFilter
+from fineinstructions.stages.moderation import make_harm_checker
+from fineinstructions.stages.query_filter import FilterQueriesStage
 from fineinstructions.stages.templatize import STAGE, Templatizer
 
 T = TypeVar("T")
@@ -54,6 +56,17 @@ def batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
 
 def _fields(config: Config):
     return config.input.query_fields()
+
+
+def query_filter_stage(config: QueriesConfig) -> FilterQueriesStage:
+    """The filters, with what they need built here: the protected sets read from their
+    files, the harm checker (the offline lexicon or an endpoint client)."""
+    decontaminator = (
+        load_protected(config.protected, text_field=config.protected_text_field, n=config.decontamination_ngram)
+        if config.protected
+        else None
+    )
+    return FilterQueriesStage(config, checker=make_harm_checker(config), decontaminator=decontaminator)
 
 
 def filter_queries(
@@ -75,17 +88,18 @@ def filter_queries(
     queries: Iterable[QueryRow] = read_queries(query_paths, fields=_fields(config), stats=read, on_error=config.input.on_error)
     if limit is not None:
         queries = itertools.islice(queries, limit)
-    query_filter = QueryFilter.from_config(config.queries)
+    stage = query_filter_stage(config.queries)
     shards = 0
     with RejectsFile(work / "rejects.jsonl") as rejects:
         for batch in batched(queries, shard_size):
-            passed, dropped = query_filter.filter(batch)
-            rejects.write(_dropped_query(query, reason) for query, reason in dropped)
-            if passed:
-                write_table(to_table(passed, QueryRow), work / f"part-{shards:05d}.parquet")
+            result = stage.process(batch)
+            rejects.write(result.rejects)
+            if result.rows:
+                write_table(to_table(result.rows, QueryRow), work / f"part-{shards:05d}.parquet")
                 shards += 1
         for error in read.errors:
             rejects.write([RejectRow(stage="read", input_id=str(error.path), reason="invalid_row", detail=str(error), input="")])
+    query_filter = stage.filter
     result = {"read_queries": read.as_dict(), "filter_queries": query_filter.stats, "shards": shards}
     write_json(result, done_file)
     return result
@@ -127,7 +141,7 @@ def run_templatize(
             "  fix: choose another output folder, or pass --overwrite to replace it"
         )
     section = config.templatize
-    stage = TemplatizeStage(config, llm=llm)
+    stage = TemplatizeStage(config, llm=llm, prompt=stage_prompt(config.templatize))
     templatizer = stage.describe()
     log(
         f"templatize: {templatizer.model}, {templatizer.mode} mode, prompt "
@@ -226,23 +240,6 @@ def dedup_templates(run, out: Path, config: Config, templatizer) -> tuple[Counte
                 histogram[template.complexity] += 1
             writer.write(kept)
     return histogram, duplicates
-
-
-def _dropped_query(query: QueryRow, reason: str) -> RejectRow:
-    kind, _, detail = reason.partition(":")
-    explain = {
-        "exact_duplicate": "the same query (ignoring case and spacing) came earlier",
-        "near_duplicate": "a near-identical query (MinHash) came earlier",
-        "contaminated": f"shares a long n-gram with protected set {detail!r}",
-        "harmful": f"flagged as {detail!r} by the harmful-content filter",
-    }
-    return RejectRow(
-        stage="filter_queries",
-        input_id=query.id,
-        reason=reason,
-        detail=explain.get(kind, reason),
-        input=query.text,
-    )
 
 
 def _duplicate(template: TemplateRow, first_id: str, templatizer: Templatizer) -> RejectRow:

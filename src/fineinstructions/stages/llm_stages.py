@@ -22,12 +22,15 @@ class LLMStage(Stage):
 
     section_name: str
 
-    def __init__(self, config: Config, *, llm: Any = None) -> None:
+    def __init__(self, config: Config, *, llm: Any = None, prompt: Any = None) -> None:
         self.config = config
         self.ready = llm
         self.llm: Any = None
         self.rules: Any = None
         self.owns_llm = False
+        # The prompt file is read by whoever builds the stage (the runner), once, and the
+        # loaded prompt travels with the stage to its workers: a stage reads no file.
+        self.prompt = prompt
 
     @property
     def section(self) -> Any:
@@ -98,15 +101,15 @@ class TemplatizeStage(LLMStage):
     output = TemplateRow
     section_name = "templatize"
 
-    def __init__(self, config: Config, *, llm: Any = None) -> None:
-        super().__init__(config, llm=llm)
+    def __init__(self, config: Config, *, llm: Any = None, prompt: Any = None) -> None:
+        super().__init__(config, llm=llm, prompt=prompt)
         self.batch_size = config.templatize.batch_size
 
     def build(self, llm: Any) -> Any:
         from fineinstructions.stages.templatize import Templatizer
 
         s = self.section
-        return Templatizer(llm, mode=s.mode, prompt=s.prompt, constraint=s.constraint, max_tokens=s.max_tokens)
+        return Templatizer(llm, mode=s.mode, prompt=self.prompt or s.prompt, constraint=s.constraint, max_tokens=s.max_tokens)
 
     def process(self, batch: Sequence[QueryRow]) -> StageBatch:
         hits, misses = self._counters()
@@ -128,9 +131,8 @@ def _template(match: MatchRow) -> TemplateRow:
 
 
 class InstantiateStage(LLMStage):
-    """(document, its matches) → grounded pairs. Matches carry their template's text;
-    matches made without it are completed from ``bank`` (the ``--templates`` folder),
-    which each worker then reads for the templates of its own shard only."""
+    """(document, its matches) → grounded pairs. Matches carry their template's text
+    (the reader completes those written without it from the bank)."""
 
     name = "instantiate"
     version = "1"
@@ -138,39 +140,18 @@ class InstantiateStage(LLMStage):
     section_name = "instantiate"
     batch_size = 8  # documents whose requests go to the model together
 
-    def __init__(self, config: Config, *, llm: Any = None, bank: Sequence[str] = ()) -> None:
-        super().__init__(config, llm=llm)
-        self.bank = tuple(map(str, bank))
-
     def build(self, llm: Any) -> Any:
         from fineinstructions.stages.instantiate import Instantiator
 
         s = self.section
         return Instantiator(
-            llm, mode=s.mode, prompt=s.prompt, constraint=s.constraint, min_excerpt_ratio=s.min_excerpt_ratio,
+            llm, mode=s.mode, prompt=self.prompt or s.prompt, constraint=s.constraint, min_excerpt_ratio=s.min_excerpt_ratio,
             max_tokens=s.max_tokens, max_excerpts=s.max_excerpts, context_window=s.llm.n_ctx, seed=s.seed,
         )
 
-    def _templates(self, batch: Sequence[tuple[DocumentRow, list[MatchRow]]]) -> dict[str, TemplateRow]:
-        missing = {m.template_id for _, matches in batch for m in matches if not m.template}
-        if not missing:
-            return {}
-        from fineinstructions.errors import UserError
-        from fineinstructions.io import read_rows
-
-        found = {t.id: t for t in read_rows(self.bank, TemplateRow) if t.id in missing} if self.bank else {}
-        if missing - set(found):
-            raise UserError(
-                f"{len(missing - set(found))} matched template(s) carry no template text and are not in "
-                f"{', '.join(self.bank) or '--templates'}, e.g. {sorted(missing - set(found))[0]}.\n"
-                "  fix: pass with --templates the bank the index was built from, or match again"
-            )
-        return found
-
     def process(self, batch: Sequence[tuple[DocumentRow, list[MatchRow]]]) -> StageBatch:
-        bank = self._templates(batch)
         work = [
-            (document, [bank.get(m.template_id) or _template(m) for m in sorted(matches, key=lambda m: m.chunk)])
+            (document, [_template(m) for m in sorted(matches, key=lambda m: m.chunk)])
             for document, matches in batch
             if matches
         ]
@@ -194,15 +175,15 @@ class JudgeStage(LLMStage):
     output = PairRow
     section_name = "judge"
 
-    def __init__(self, config: Config, *, llm: Any = None) -> None:
-        super().__init__(config, llm=llm)
+    def __init__(self, config: Config, *, llm: Any = None, prompt: Any = None) -> None:
+        super().__init__(config, llm=llm, prompt=prompt)
         self.batch_size = config.judge.batch_size
 
     def build(self, llm: Any) -> Any:
         from fineinstructions.stages.judge import Judge
 
         s = self.section
-        return Judge(llm, format=s.format, prompt=s.prompt, min_score=s.min_score, max_tokens=s.max_tokens)
+        return Judge(llm, format=s.format, prompt=self.prompt or s.prompt, min_score=s.min_score, max_tokens=s.max_tokens)
 
     def process(self, batch: Sequence[PairRow]) -> StageBatch:
         hits, misses = self._counters()

@@ -15,10 +15,11 @@ from collections import Counter
 from typing import Any, Sequence
 
 from fineinstructions.config import QueriesConfig
-from fineinstructions.records import QueryRow
-from fineinstructions.stages.decontaminate import Decontaminator, load_protected
+from fineinstructions.records import QueryRow, RejectRow
+from fineinstructions.stages.base import Stage, StageBatch
+from fineinstructions.stages.decontaminate import Decontaminator
 from fineinstructions.stages.dedup import Deduplicator
-from fineinstructions.stages.moderation import HarmChecker, make_harm_checker
+from fineinstructions.stages.moderation import HarmChecker
 
 CONTAMINATED = "contaminated"
 HARMFUL = "harmful"
@@ -31,8 +32,8 @@ class QueryFilter:
     batch is dropped too, so feeding the batches of a stream in order gives the same
     result as feeding it whole. A query dropped as contaminated or harmful was still
     seen by deduplication, so its later copies are dropped as duplicates. Without a
-    ``checker`` or ``decontaminator`` that filter is skipped; :meth:`from_config` builds
-    both from the configuration.
+    ``checker`` or ``decontaminator`` that filter is skipped; the runner builds both from
+    the configuration (they read files and reach endpoints; the filter does not).
     """
 
     def __init__(
@@ -54,19 +55,6 @@ class QueryFilter:
         self._counts: Counter[str] = Counter()
         self._seen = 0
         self._kept = 0
-
-    @classmethod
-    def from_config(cls, config: QueriesConfig) -> QueryFilter:
-        """A filter with the protected sets of ``config.protected`` loaded and the harm
-        checker ``config.moderation`` names."""
-        decontaminator = (
-            load_protected(
-                config.protected, text_field=config.protected_text_field, n=config.decontamination_ngram
-            )
-            if config.protected
-            else None
-        )
-        return cls(config, checker=make_harm_checker(config), decontaminator=decontaminator)
 
     @property
     def counts(self) -> Counter[str]:
@@ -108,3 +96,42 @@ class QueryFilter:
             if protected_set is not None:
                 reason = f"{CONTAMINATED}:{protected_set}"
         return reason
+
+
+_EXPLAIN = {
+    "exact_duplicate": "the same query (ignoring case and spacing) came earlier",
+    "near_duplicate": "a near-identical query (MinHash) came earlier",
+}
+
+
+def dropped_query(query: QueryRow, reason: str) -> RejectRow:
+    """The reject row of a query the filters dropped, with a sentence saying why."""
+    kind, _, detail = reason.partition(":")
+    explain = {
+        **_EXPLAIN,
+        CONTAMINATED: f"shares a long n-gram with protected set {detail!r}",
+        HARMFUL: f"flagged as {detail!r} by the harmful-content filter",
+    }
+    return RejectRow(stage="filter_queries", input_id=query.id, reason=reason, detail=explain.get(kind, reason), input=query.text)
+
+
+class FilterQueriesStage(Stage):
+    """The query filters on the stage contract. A reduce step: it keeps state across
+    batches (the queries seen so far), so the runner feeds it every batch in order, in
+    one process. Skips are counted by kind (``exact_duplicate``, ``near_duplicate``,
+    ``contaminated``, ``harmful``); the reject rows keep the set or category."""
+
+    name = "filter_queries"
+    output = QueryRow
+
+    def __init__(self, config: QueriesConfig, *, checker: HarmChecker | None = None, decontaminator: Decontaminator | None = None) -> None:
+        self.filter = QueryFilter(config, checker=checker, decontaminator=decontaminator)
+
+    def process(self, batch: Sequence[QueryRow]) -> StageBatch:
+        out = StageBatch()
+        kept, dropped = self.filter.filter(batch)
+        for query in kept:
+            out.keep(query)
+        for query, reason in dropped:
+            out.skip(reason.partition(":")[0], dropped_query(query, reason))
+        return out
