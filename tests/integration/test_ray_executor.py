@@ -188,7 +188,11 @@ def test_documents_given_as_a_url_are_read_by_the_workers(cluster, inputs, local
     stats = run_match([url], local / "index", tmp_path / "matches", config, executor=RayExecutor(config.ray),
                       show_progress=False, log=lambda m: None)
     assert stats["read_documents"]["records"] == 4
-    assert rows(tmp_path / "matches") == rows(local / "matches")
+    # A URL is one shard (here four documents embedded in one batch, where the local run
+    # had one a shard): the scores may differ in the last float bits, nothing else.
+    got, expected = rows(tmp_path / "matches"), rows(local / "matches")
+    assert [dict(r, score=None) for r in got] == [dict(r, score=None) for r in expected]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-5)
 
 
 def test_a_ray_run_killed_mid_stage_resumes_without_repeating_finished_work(cluster, inputs, local_run, tmp_path):
