@@ -138,7 +138,7 @@ def _cache_rows(path: Path) -> int:
 
 
 def _finished_inputs(shards: Path) -> int:
-    return sum(json.loads(p.read_text())["in"] for p in shards.glob("[0-9]*.json")) if shards.exists() else 0
+    return sum(json.loads(p.read_text())["counts"].get("in", 0) for p in shards.glob("[0-9]*.json")) if shards.exists() else 0
 
 
 def _demo(out: Path) -> subprocess.Popen:
@@ -174,7 +174,7 @@ def test_a_run_killed_mid_stage_resumes_to_the_uninterrupted_output(tmp_path):
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output
     assert "[templates] finished in an earlier run; kept" in output
-    resumed = re.search(r"instantiate: .*; resuming: (\d+) documents were done", output)
+    resumed = re.search(r"instantiate: resuming: (\d+) of \d+ shards were done", output)
     assert resumed and int(resumed.group(1)) >= 1, output
 
     def rows(run: Path, folder: str) -> list[tuple]:
