@@ -144,3 +144,49 @@ def test_settings_namespace_config_is_accepted():
     config = SimpleNamespace(kind="ivf", flat_limit=0, ivfpq_above=0, nlist=None, nprobe=8, pq_bytes=None, hnsw_m=16, hnsw_ef_search=32)
     settings = settings_for(10_000, DIM, 10_000, config)
     assert settings.nlist == 10_000 // 39 and settings.nprobe == 8  # at least 39 training vectors per cell
+
+
+class CountingEmbedder:
+    """Vectors from a hash of the text; counts the texts it embedded."""
+
+    dimension = DIM
+    identity = identity()
+
+    def __init__(self):
+        self.embedded = 0
+
+    def embed(self, texts):
+        self.embedded += len(texts)
+        return np.stack([unit_vectors(1, seed=abs(hash(t)) % 2**32)[0] for t in texts])
+
+
+def write_bank(folder, count, prefix="t"):
+    from fineinstructions.io import ShardWriter
+    from fineinstructions.records import TemplateRow
+
+    rows = [TemplateRow(id=f"{prefix}{i}", query_id=f"q{i}", source="s", template=f"what is <fi>thing {i}</fi>",
+                        compatible_document_description=f"a page about thing {i}", variables=(f"thing {i}",),
+                        complexity=1, model="m", prompt_version="v") for i in range(count)]
+    with ShardWriter(folder, TemplateRow, rows_per_shard=4) as writer:
+        writer.write(rows)
+    return folder
+
+
+def test_index_resumes_costs_nothing_when_finished_and_keeps_what_match_rows_carry(tmp_path):
+    from fineinstructions.config import load_config
+    from fineinstructions.execution.index import run_index
+
+    bank = write_bank(tmp_path / "bank", 10)
+    quiet = {"show_progress": False, "log": lambda m: None}
+    embedder = CountingEmbedder()
+    first = run_index([bank], tmp_path / "index", load_config(), embedder=embedder, **quiet)
+    assert first["index"]["out"] == 10 and embedder.embedded == 10
+    index = TemplateIndex.load(tmp_path / "index")
+    assert index.template_details(3) == {"query_id": "q3", "template": "what is <fi>thing 3</fi>", "variables": ("thing 3",)}
+    again = CountingEmbedder()
+    said = []
+    assert run_index([bank], tmp_path / "index", load_config(), embedder=again, show_progress=False, log=said.append) == first
+    assert again.embedded == 0 and "finished in an earlier run" in said[-1]
+    other = write_bank(tmp_path / "other", 3, prefix="u")
+    with pytest.raises(UserError, match="differs in: inputs"):
+        run_index([other], tmp_path / "index", load_config(), embedder=again, **quiet)

@@ -10,6 +10,7 @@ never the whole bank's float32 vectors (unless the kind stores them: flat, hnsw)
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,12 @@ from fineinstructions.models.index import IndexBuilder, settings_for
 
 def _unit_hash(text: str) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") / 2**64
+
+
+def _built_from(out: Path) -> set[int]:
+    """The vector shards the index in ``out`` was built from."""
+    meta = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    return set(meta.get("vector_shards", ()))
 
 
 def _vector_tables(run) -> list[Path]:
@@ -62,8 +69,6 @@ def run_index(
     out = Path(output)
     if overwrite and out.exists():
         shutil.rmtree(out)
-    for name in ("index.json", "index.faiss", "stats.json"):
-        (out / name).unlink(missing_ok=True)  # index.json marks completion: never leave an old one
     for path in map(Path, template_paths):
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
@@ -78,6 +83,11 @@ def run_index(
         inputs={"templates": [resolved(p) for p in template_paths]}, format="parquet",
         executor=executor, show_progress=show_progress, unit="templates", log=log,
     )
+    if (out / "stats.json").exists() and (out / "index.json").exists() and not run.markers.keys() - _built_from(out):
+        log("index: finished in an earlier run; kept")
+        return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    for name in ("index.json", "index.faiss", "stats.json"):
+        (out / name).unlink(missing_ok=True)  # index.json marks completion: never leave an old one
     count = run.counts.get("out", 0)
     if not count:
         raise UserError(
@@ -129,7 +139,7 @@ def run_index(
         if keep:
             table = table.take(keep)
             builder.add(vectors(table), table.column("id").to_pylist(), table.column("complexity").to_pylist(), table)
-    index = builder.finish(sources=[str(p) for p in template_paths])
+    index = builder.finish(sources=[str(p) for p in template_paths], vector_shards=sorted(run.markers))
     meta = index.save(out)
     c = run.counts
     result = outcomes(c)

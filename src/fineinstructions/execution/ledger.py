@@ -71,8 +71,14 @@ class ShardFolder:
                 "  fix: choose another output folder, or pass --overwrite to replace it"
             )
         self.markers.mkdir(parents=True, exist_ok=True)
+        self._fingerprint = fingerprint
+
+    def remember(self) -> None:
+        """Record the fingerprint :meth:`prepare` checked, once the shards are planned (a
+        plan that fails, such as on a wrong input, leaves the folder free for the fix)."""
+        run_file = self.markers / "run.json"
         if not run_file.exists():
-            write_json(fingerprint, run_file)
+            write_json(self._fingerprint, run_file)
 
     def clear(self) -> None:
         for path in self.directory.iterdir():

@@ -97,12 +97,14 @@ def run_match(
     writing MatchRow shards to ``output``. Returns the stats also in ``output/stats.json``."""
     from fineinstructions.models.index import TemplateIndex
 
-    index = TemplateIndex.load(index_dir)  # says what is wrong with a bad folder, before any work
+    # What the index holds, without loading it here (each worker loads it once); a bad
+    # folder is said before any work.
+    meta, identity, settings, complexity = TemplateIndex.describe(index_dir)
     section = config.match
-    target = target_distribution(section.complexity_distribution, index.complexity)
+    target = target_distribution(section.complexity_distribution, complexity)
     stage = MatchStage(config, str(Path(index_dir).resolve()), target=target, embedder=embedder)
     log(
-        f"match: {len(index)} templates ({index.settings.kind} index), embedder {index.identity.model}, "
+        f"match: {meta['templates']} templates ({settings.kind} index), embedder {identity.model}, "
         f"{config.embed.num_chunks + 1} vectors per document, threshold "
         f"{'calibrated for the embedder' if section.threshold is None else section.threshold}, executor {getattr(executor, 'kind', 'local')}"
     )
@@ -131,13 +133,13 @@ def run_match(
     threshold = next((m["info"]["threshold"] for m in run.markers.values() if "threshold" in m.get("info", {})), section.threshold)
     if threshold is None:  # no document to match: what a worker would have used
         try:
-            threshold = calibrated_threshold(index.identity.model)
+            threshold = calibrated_threshold(identity.model)
         except UserError:
             threshold = None
     per_document = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("matches_per_document:")}
     chosen = {int(k.split(":", 1)[1]): v for k, v in c.items() if k.startswith("complexity:")}
     chosen_total = sum(chosen.values())
-    bank_target = target or {int(k): float(v) for k, v in zip(*np.unique(index.complexity, return_counts=True), strict=False)}
+    bank_target = target or {int(k): float(v) for k, v in zip(*np.unique(complexity, return_counts=True), strict=False)}
     norm = sum(bank_target.values()) or 1.0
     distinct = set()
     for marker in run.markers.values():
@@ -166,9 +168,9 @@ def run_match(
             "threshold": threshold,
             "candidates_per_vector": section.candidates,
             "vectors_per_document": config.embed.num_chunks + 1,
-            "embedder": index.identity.model,
-            "index_kind": index.settings.kind,
-            "templates_in_index": len(index),
+            "embedder": identity.model,
+            "index_kind": settings.kind,
+            "templates_in_index": meta["templates"],
             "seed": section.seed,
             "text_tokens": c.get("text_tokens", 0),
             "tokens_seen": c.get("tokens_seen", 0),

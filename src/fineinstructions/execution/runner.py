@@ -152,6 +152,7 @@ def run_stage(
     fingerprint = {**stage.fingerprint(), "inputs": inputs, "format": format, "read": repr(read)}
     folder.prepare(fingerprint, overwrite=overwrite)
     planned, was_planned = folder.plan(lambda: [shard_to_json(s) for s in plan()])
+    folder.remember()
     shards = [shard_from_json(s) for s in planned]
     done = folder.finished()
     folder.remove_unfinished(done)

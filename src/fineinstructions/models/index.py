@@ -231,6 +231,24 @@ class TemplateIndex:
         write_json(meta, directory / META_FILE)  # written last: its presence marks a complete index
         return meta
 
+    @staticmethod
+    def describe(directory: str | Path) -> tuple[dict[str, Any], EmbedderIdentity, IndexSettings, np.ndarray]:
+        """What an index folder holds — ``index.json``, the embedder, the settings and each
+        template's complexity — without reading the FAISS index itself (the driver's view;
+        workers load the index)."""
+        import pyarrow.parquet as pq
+
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise UserError(
+                f"{directory} is not a template index (no {META_FILE}).\n"
+                "  fix: build one with `fineinstructions index TEMPLATES_DIR -o INDEX_DIR`"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        complexity = pq.read_table(directory / TEMPLATES_FILE, columns=["complexity"]).column(0).to_numpy()
+        return meta, EmbedderIdentity.from_dict(meta["embedder"]), IndexSettings(**meta["settings"]), complexity.astype(np.int32)
+
     @classmethod
     def load(cls, directory: str | Path, *, embedder: EmbedderIdentity | None = None, nprobe: int | None = None) -> "TemplateIndex":
         """Load an index folder; with ``embedder``, refuse one built by another model."""
