@@ -225,3 +225,19 @@ def test_a_shard_plan_survives_its_file_whole():
     shard = InputShard(7, "joined", piece=Piece("d.jsonl", "bytes", 10, 90, 3, 4), files=("m/part-00007.parquet",),
                        row_type="MatchRow", rows=4, skip_hashes=(2**63 + 5,), bank=("templates/part-00000.parquet",))
     assert shard_from_json(json.loads(json.dumps(shard_to_json(shard)))) == shard
+
+
+def test_workers_are_closed_before_their_caches_are_merged(tmp_path, monkeypatch):
+    import fineinstructions.execution.runner as runner
+
+    order = []
+
+    class Closing(Words):
+        def close(self):
+            order.append("close")
+
+    monkeypatch.setattr(runner, "merge_worker_caches", lambda cache, log=None: order.append("merge"))
+    docs = write_documents(tmp_path / "d.jsonl", ["a b", "c d"])
+    run(Closing(), docs, tmp_path / "out", cache=tmp_path / "out.cache.sqlite")
+    # Merged before (what a killed run's workers left), then only after the worker let go.
+    assert order == ["merge", "close", "merge"]
