@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from fineinstructions.excerpt import SearchableDocument, expand_excerpts
+from fineinstructions.text.excerpt import SearchableDocument, expand_excerpts
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "documents.jsonl"
 

@@ -27,8 +27,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from fineinstructions.index import IndexBuilder, settings_for
 from fineinstructions.models.embedder import EmbedderIdentity
+from fineinstructions.models.index import IndexBuilder, settings_for
 
 K = 6
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from fineinstructions.config import load_config
-from fineinstructions.index import TemplateIndex
 from fineinstructions.io import read_documents, read_rows
 from fineinstructions.models.embedder import make_embedder
+from fineinstructions.models.index import TemplateIndex
 from fineinstructions.records import TemplateRow
 from fineinstructions.stages.match import Matcher
 
