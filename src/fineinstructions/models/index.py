@@ -238,15 +238,8 @@ class TemplateIndex:
         workers load the index)."""
         import pyarrow.parquet as pq
 
-        directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.is_file():
-            raise UserError(
-                f"{directory} is not a template index (no {META_FILE}).\n"
-                "  fix: build one with `fineinstructions index TEMPLATES_DIR -o INDEX_DIR`"
-            )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        complexity = pq.read_table(directory / TEMPLATES_FILE, columns=["complexity"]).column(0).to_numpy()
+        meta = _meta(Path(directory))
+        complexity = pq.read_table(Path(directory) / TEMPLATES_FILE, columns=["complexity"]).column(0).to_numpy()
         return meta, EmbedderIdentity.from_dict(meta["embedder"]), IndexSettings(**meta["settings"]), complexity.astype(np.int32)
 
     @classmethod
@@ -256,13 +249,7 @@ class TemplateIndex:
 
         faiss = _faiss()
         directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.is_file():
-            raise UserError(
-                f"{directory} is not a template index (no {META_FILE}).\n"
-                "  fix: build one with `fineinstructions index TEMPLATES_DIR -o INDEX_DIR`"
-            )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = _meta(directory)
         identity = EmbedderIdentity.from_dict(meta["embedder"])
         if embedder is not None:
             require_same_embedder(identity, embedder, str(directory))
@@ -282,6 +269,16 @@ class TemplateIndex:
         info = {k: v for k, v in meta.items() if k not in ("format", "templates", "embedder", "settings")}
         details = table.select(list(DETAIL_COLUMNS)) if set(DETAIL_COLUMNS) <= set(table.column_names) else None
         return cls(index, ids, complexity, identity, settings, info, details)
+
+
+def _meta(directory: Path) -> dict[str, Any]:
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise UserError(
+            f"{directory} is not a template index (no {META_FILE}).\n"
+            "  fix: build one with `fineinstructions index TEMPLATES_DIR -o INDEX_DIR`"
+        )
+    return json.loads(meta_path.read_text(encoding="utf-8"))
 
 
 class IndexBuilder:

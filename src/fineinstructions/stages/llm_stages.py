@@ -71,26 +71,28 @@ class LLMStage(Stage):
 
         return output_fingerprint(self.section)
 
-    def _measured(self, batch: StageBatch, result: Any, seconds: float, hits: int, misses: int, requests: int) -> StageBatch:
-        batch.add(
+    def _call(self, work: Any, kept: str, skipped: str | None = None) -> tuple[StageBatch, Any]:
+        """Run the rules on ``work``; the batch's outcomes (``kept``: the result's field of
+        kept rows; ``skipped``: its counter of skip reasons, the rest of the rejects being
+        failures), tokens, model calls and cache hits, and the rules' own result."""
+        hits, misses = getattr(self.llm, "hits", 0), getattr(self.llm, "misses", 0)
+        tick = time.monotonic()
+        result = self.rules(work)
+        out = StageBatch()
+        for row in getattr(result, kept):
+            out.keep(row)
+        skip_reasons = getattr(result, skipped) if skipped else ()
+        for reject in result.rejects:
+            (out.skip if reject.reason in skip_reasons else out.fail)(reject.reason, reject)
+        out.add(
             prompt_tokens=result.prompt_tokens,
             cached_prompt_tokens=result.cached_tokens,
             completion_tokens=result.completion_tokens,
-            model_calls=getattr(self.llm, "misses", misses + requests) - misses,
+            model_calls=getattr(self.llm, "misses", misses + out.counts["in"]) - misses,
             cache_hits=getattr(self.llm, "hits", 0) - hits,
-            model_seconds=round(seconds, 3),
+            model_seconds=round(time.monotonic() - tick, 3),
         )
-        return batch
-
-    def _counters(self) -> tuple[int, int]:
-        return getattr(self.llm, "hits", 0), getattr(self.llm, "misses", 0)
-
-
-def _sorted_outcomes(batch: StageBatch, kept: Sequence[Any], rejects: Sequence[Any], skipped: Any) -> None:
-    for row in kept:
-        batch.keep(row)
-    for reject in rejects:
-        (batch.skip if reject.reason in skipped else batch.fail)(reject.reason, reject)
+        return out, result
 
 
 class TemplatizeStage(LLMStage):
@@ -112,14 +114,10 @@ class TemplatizeStage(LLMStage):
         return Templatizer(llm, mode=s.mode, prompt=self.prompt or s.prompt, constraint=s.constraint, max_tokens=s.max_tokens)
 
     def process(self, batch: Sequence[QueryRow]) -> StageBatch:
-        hits, misses = self._counters()
-        tick = time.monotonic()
-        result = self.rules(batch)
-        out = StageBatch()
-        _sorted_outcomes(out, result.templates, result.rejects, ())
+        out, result = self._call(batch, "templates")
         for template in result.templates:
             out.add(**{f"complexity:{template.complexity}": 1})
-        return self._measured(out, result, time.monotonic() - tick, hits, misses, len(batch))
+        return out
 
 
 def _template(match: MatchRow) -> TemplateRow:
@@ -155,16 +153,12 @@ class InstantiateStage(LLMStage):
             for document, matches in batch
             if matches
         ]
-        hits, misses = self._counters()
-        tick = time.monotonic()
-        result = self.rules(work)
-        out = StageBatch()
-        _sorted_outcomes(out, result.pairs, result.rejects, result.skipped)
+        out, result = self._call(work, "pairs", "skipped")
         out.add(
             documents=result.documents, truncated_documents=result.truncated_documents, markers=result.markers,
             unresolved_markers=result.unresolved_markers, ambiguous_markers=result.ambiguous_markers,
         )
-        return self._measured(out, result, time.monotonic() - tick, hits, misses, result.requests)
+        return out
 
 
 class JudgeStage(LLMStage):
@@ -186,10 +180,6 @@ class JudgeStage(LLMStage):
         return Judge(llm, format=s.format, prompt=self.prompt or s.prompt, min_score=s.min_score, max_tokens=s.max_tokens)
 
     def process(self, batch: Sequence[PairRow]) -> StageBatch:
-        hits, misses = self._counters()
-        tick = time.monotonic()
-        result = self.rules(batch)
-        out = StageBatch()
-        _sorted_outcomes(out, result.kept, result.rejects, result.skipped)
+        out, result = self._call(batch, "kept", "skipped")
         out.add(**{f"score:{k}": v for k, v in result.scores.items()})
-        return self._measured(out, result, time.monotonic() - tick, hits, misses, len(batch))
+        return out
