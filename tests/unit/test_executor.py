@@ -40,7 +40,11 @@ class Words(Stage):
 
     def __init__(self, crash_at=None):
         self.calls = 0
+        self.opened = 0
         self.crash_at = crash_at
+
+    def open(self, worker):
+        self.opened += 1  # where a real stage loads its model
 
     def process(self, batch):
         out = StageBatch()
@@ -114,7 +118,7 @@ def test_a_crash_mid_stage_resumes_to_the_same_output_and_a_finished_stage_costs
     assert list(read_rows([tmp_path / "out"], MatchRow)) == list(read_rows([tmp_path / "expected"], MatchRow))
     third = Words()
     run(third, docs, tmp_path / "out")
-    assert third.calls == 0
+    assert third.calls == 0 and third.opened == 0  # no model loaded for a finished stage
 
 
 def test_a_different_job_is_refused_and_overwrite_starts_over(tmp_path):

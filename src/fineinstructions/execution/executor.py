@@ -92,6 +92,8 @@ class LocalExecutor:
     kind = "local"
 
     def run(self, stage: Stage, shards: Sequence[InputShard], job: ShardJob, on_shard: OnShard, on_batch: OnShard | None = None) -> None:
+        if not shards:
+            return  # nothing to do: load no model
         worker_id = f"local-{os.getpid()}"
         stage.open(Worker(worker_id, cache=job.cache))
         try:

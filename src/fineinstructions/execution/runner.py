@@ -151,7 +151,7 @@ def run_stage(
     folder = ShardFolder(output)
     fingerprint = {**stage.fingerprint(), "inputs": inputs, "format": format, "read": repr(read)}
     folder.prepare(fingerprint, overwrite=overwrite)
-    planned, was_planned = folder.plan(lambda: [shard_to_json(s) for s in plan()])
+    planned, _ = folder.plan(lambda: [shard_to_json(s) for s in plan()])
     folder.remember()
     shards = [shard_from_json(s) for s in planned]
     done = folder.finished()
@@ -162,7 +162,7 @@ def run_stage(
         log(f"{stage.name}: resuming: {len(done)} of {len(shards)} shards were done")
     merge_worker_caches(cache, log)
     total = sum(s.rows or 0 for s in pending) if all(s.rows is not None for s in pending) else None
-    progress = Progress(stage.name, total=total, unit=unit, enabled=show_progress, interval=progress_interval)
+    progress = Progress(stage.name, total=total, unit=unit, enabled=show_progress and bool(pending), interval=progress_interval)
     tick = time.monotonic()
 
     local = executor.kind == "local"
