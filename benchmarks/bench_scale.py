@@ -49,8 +49,8 @@ def make_corpus(folder: Path, documents: int) -> Path:
 
 
 def make_matches(folder: Path, documents: Path, config) -> Path:
-    from fineinstructions.execution.match import plan_documents
     from fineinstructions.execution.runner import run_stage
+    from fineinstructions.execution.shards import plan_corpus
     from fineinstructions.records import MatchRow
     from fineinstructions.stages.base import Stage, StageBatch
 
@@ -71,7 +71,7 @@ def make_matches(folder: Path, documents: Path, config) -> Path:
             return out
 
     out = folder / "matches"
-    run_stage(SyntheticMatch(), lambda: plan_documents([documents], SHARD_DOCUMENTS), out, inputs={},
+    run_stage(SyntheticMatch(), lambda: plan_corpus([documents], "documents", SHARD_DOCUMENTS), out, inputs={},
               record_ids=True, show_progress=False, log=lambda m: None)
     (out / "stats.json").write_text("{}")
     return out

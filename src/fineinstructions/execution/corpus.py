@@ -16,22 +16,7 @@ import numpy as np
 
 from fineinstructions.execution.ledger import ShardFolder
 from fineinstructions.execution.shards import InputShard, ReadSpec
-from fineinstructions.io.pieces import plan_pieces
-from fineinstructions.io.readers import input_files
 from fineinstructions.stages.base import Stage, StageBatch
-
-
-def plan_documents(paths: Sequence[str | Path], rows: int, limit: int | None = None) -> list[InputShard]:
-    shards: list[InputShard] = []
-    left = limit
-    for path in input_files(paths):
-        if left is not None and left <= 0:
-            break
-        for piece in plan_pieces(path, rows, left):
-            shards.append(InputShard(len(shards), "documents", piece=piece, rows=piece.rows))
-            if left is not None and piece.rows is not None:
-                left -= piece.rows
-    return shards
 
 
 def later_duplicates(folder: ShardFolder, markers: dict[int, dict]) -> dict[int, set[int]]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
-from fineinstructions.execution.corpus import plan_documents, without_later_duplicates
+from fineinstructions.execution.corpus import without_later_duplicates
 from fineinstructions.execution.ledger import data_files, upstream_markers
 from fineinstructions.execution.runner import (
     StageRun,
@@ -25,7 +25,7 @@ from fineinstructions.execution.runner import (
     run_stage,
     stage_prompt,
 )
-from fineinstructions.execution.shards import InputShard, ReadSpec, from_upstream
+from fineinstructions.execution.shards import InputShard, ReadSpec, from_upstream, plan_corpus
 from fineinstructions.io import write_json
 from fineinstructions.records import MatchRow
 from fineinstructions.stages.base import outcomes
@@ -62,7 +62,7 @@ def joined_plan(
         # Rows not written by this package's stages: every shard reads them all, keeps
         # those of its own documents; a pre-pass finds documents an earlier piece had.
         files = tuple(str(f) for f in data_files(upstream))
-        pieces = without_later_duplicates(plan_documents(document_paths, shard_size), work, read, executor, log)
+        pieces = without_later_duplicates(plan_corpus(document_paths, "documents", shard_size), work, read, executor, log)
         return [
             InputShard(s.index, "joined", piece=s.piece, files=files, row_type=row_type.__name__, rows=s.rows,
                        skip_hashes=s.skip_hashes, bank=bank_files)

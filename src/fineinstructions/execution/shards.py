@@ -72,12 +72,18 @@ def id_hash(document_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(document_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def plan_corpus(paths, reads: Literal["documents", "queries"], rows: int) -> list[InputShard]:
-    """Shards of about ``rows`` rows over every file of ``paths``, in file order."""
+def plan_corpus(paths, reads: Literal["documents", "queries"], rows: int, limit: int | None = None) -> list[InputShard]:
+    """Shards of about ``rows`` rows over every file of ``paths``, in file order (with
+    ``limit``, JSONL files end after the first ``limit`` lines in all)."""
     shards: list[InputShard] = []
+    left = limit
     for path in input_files(paths):
-        for piece in plan_pieces(path, rows):
+        if left is not None and left <= 0:
+            break
+        for piece in plan_pieces(path, rows, left):
             shards.append(InputShard(len(shards), reads, piece=piece, rows=piece.rows))
+            if left is not None and piece.rows is not None:
+                left -= piece.rows
     return shards
 
 
