@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fineinstructions.config import RayConfig
 from fineinstructions.errors import MissingDependencyError, UserError
@@ -51,7 +51,8 @@ def worker_caches(main: str | Path) -> Path:
     return main.with_name(main.name.removesuffix(".sqlite") + ".d")
 
 
-def _batches(items: Iterator[Any], size: int) -> Iterator[list]:
+def batched(items: Iterable[Any], size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
     batch: list = []
     for item in items:
         batch.append(item)
@@ -67,7 +68,7 @@ def run_shard(stage: Stage, shard: InputShard, job: ShardJob, worker_id: str, on
     tick = time.monotonic()
     items, read = read_shard(shard, job.read)
     result = StageBatch()
-    for batch in _batches(items, stage.batch_size):
+    for batch in batched(items, stage.batch_size):
         part = stage.process(batch)
         result.merge(part)
         if on_batch is not None:

@@ -19,7 +19,7 @@ from fineinstructions.execution.ledger import data_files, upstream_markers
 from fineinstructions.execution.runner import (
     StageRun,
     beside,
-    document_fields,
+    document_read,
     read_stats,
     resolved,
     run_stage,
@@ -27,6 +27,7 @@ from fineinstructions.execution.runner import (
 )
 from fineinstructions.execution.shards import InputShard, ReadSpec, from_upstream, plan_corpus
 from fineinstructions.io import write_json
+from fineinstructions.io.readers import input_files
 from fineinstructions.records import MatchRow
 from fineinstructions.stages.base import outcomes
 from fineinstructions.stages.llm_stages import InstantiateStage
@@ -51,7 +52,7 @@ def joined_plan(
     def plan() -> list[InputShard]:
         if len(upstream) == 1 and (markers := upstream_markers(upstream[0])) is not None:
             shards = [dataclasses.replace(s, bank=bank_files) for s in from_upstream(upstream[0], markers, "joined", row_type)]
-            known = {resolved(p) for p in _document_files(document_paths)}
+            known = {resolved(p) for p in input_files(document_paths)}
             for shard in shards:
                 if shard.piece is not None and resolved(shard.piece.path) not in known:
                     raise UserError(
@@ -70,12 +71,6 @@ def joined_plan(
         ]
 
     return plan
-
-
-def _document_files(paths: Sequence[str | Path]) -> list:
-    from fineinstructions.io.readers import input_files
-
-    return input_files(paths)
 
 
 def run_instantiate(
@@ -110,7 +105,7 @@ def run_instantiate(
     )
     out = Path(output)
     cache = beside(out, ".cache.sqlite") if section.llm.cache else None
-    read = ReadSpec(document_fields(config), config.input.on_error)
+    read = document_read(config)
     run = run_stage(
         stage,
         joined_plan(match_paths, document_paths, MatchRow, section.shard_size, work=out / ".work" / "ids",

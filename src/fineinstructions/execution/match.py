@@ -21,8 +21,8 @@ from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.execution.corpus import later_duplicates
 from fineinstructions.execution.ledger import ShardFolder
-from fineinstructions.execution.runner import document_fields, read_stats, resolved, run_stage
-from fineinstructions.execution.shards import ReadSpec, id_hash, plan_corpus
+from fineinstructions.execution.runner import document_read, read_stats, resolved, run_stage
+from fineinstructions.execution.shards import id_hash, plan_corpus
 from fineinstructions.io import read_rows, write_json
 from fineinstructions.io.writers import write_table
 from fineinstructions.records import MatchRow, to_table
@@ -114,7 +114,7 @@ def run_match(
         lambda: plan_corpus(document_paths, "documents", config.instantiate.shard_size, limit),
         out,
         inputs={"documents": [resolved(p) for p in document_paths], "index": resolved(index_dir), "limit": limit},
-        read=ReadSpec(document_fields(config), config.input.on_error),
+        read=document_read(config),
         format=config.output.format,
         record_ids=True,
         overwrite=overwrite,

@@ -39,8 +39,7 @@ def run_pack(
     piece it came from (judged pairs not written by ``judge`` are joined with the
     documents piece by piece)."""
     from fineinstructions.execution.instantiate import joined_plan
-    from fineinstructions.execution.runner import document_fields, read_stats, resolved, run_stage
-    from fineinstructions.execution.shards import ReadSpec
+    from fineinstructions.execution.runner import document_read, read_stats, resolved, run_stage
     from fineinstructions.stages.base import outcomes
     from fineinstructions.stages.pack import PackStage
 
@@ -48,7 +47,7 @@ def run_pack(
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
     out = Path(output)
-    read = ReadSpec(document_fields(config), config.input.on_error)
+    read = document_read(config)
     run = run_stage(
         PackStage(config),
         joined_plan(pair_paths, document_paths, PairRow, config.instantiate.shard_size, work=out / ".work" / "ids",

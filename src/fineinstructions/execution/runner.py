@@ -11,7 +11,6 @@ running it again costs nothing.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,8 +39,9 @@ def resolved(path: str | Path) -> str:
     return str(path) if is_url(path) else str(Path(path).resolve())
 
 
-def document_fields(config: Any):
-    return config.input.document_fields()
+def document_read(config: Any) -> ReadSpec:
+    """How workers read the corpus: the document field names and what a bad row does."""
+    return ReadSpec(config.input.document_fields(), config.input.on_error)
 
 
 def read_stats(run: "StageRun") -> dict:
@@ -63,11 +63,6 @@ def stage_prompt(section: Any) -> Any:
     from fineinstructions.text.prompting import load_prompt
 
     return load_prompt(section.prompt)
-
-
-def finished_stats(output: str | Path) -> dict | None:
-    path = Path(output) / "stats.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def merge_worker_caches(cache: str | Path | None, log: Log | None = None) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from fineinstructions.errors import InputError
+from fineinstructions.io.formats import is_url
 from fineinstructions.io.pieces import Piece, plan_pieces, read_piece
 from fineinstructions.io.readers import (
     FieldMapping,
@@ -119,7 +120,7 @@ class ReadResult:
 def _corpus_rows(piece: Piece, kind: str, spec: ReadSpec, result: ReadResult, skip: frozenset[int]) -> Iterator[Any]:
     build = document_builder(spec.fields) if kind == "documents" else query_builder(spec.fields)
     seen: set[str] = set()
-    path = Path(piece.path) if "://" not in piece.path else piece.path
+    path = piece.path if is_url(piece.path) else Path(piece.path)
     for location, record in read_piece(piece):
         result.counts["read:rows"] += 1
         outcomes = [record] if isinstance(record, InputError) else build(path, location, record)  # type: ignore[arg-type]

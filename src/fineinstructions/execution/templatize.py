@@ -23,10 +23,11 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from fineinstructions.config import Config, QueriesConfig
 from fineinstructions.errors import UserError
+from fineinstructions.execution.executor import batched
 from fineinstructions.execution.instantiate import token_rates
 from fineinstructions.execution.ledger import ShardFolder
 from fineinstructions.execution.rejects import RejectsFile
@@ -46,12 +47,6 @@ from fineinstructions.stages.query_filter import FilterQueriesStage
 from fineinstructions.stages.templatize import STAGE, Templatizer
 
 T = TypeVar("T")
-
-
-def batched(rows: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(rows)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
 
 
 def _fields(config: Config):
