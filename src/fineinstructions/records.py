@@ -139,6 +139,12 @@ class PairRow:
     ``document_chars`` is set when the document was too long for the model's context
     and was cut: the model saw (and the excerpts quote) only its first that many
     characters.
+
+    ``relevance`` and ``passage_relevance`` are the embedder's cosine similarity of the
+    instruction to the answer and to the passage around its excerpts (set by
+    instantiate when it scores relevance). ``judge_score`` is the score the judge wrote
+    (its most likely one); ``judge_expected_score`` the mean of 1–5 under the judge's own
+    probabilities of the score tokens, where its backend reports them.
     """
 
     id: str
@@ -157,6 +163,9 @@ class PairRow:
     judge_model: str | None = None
     judge_prompt_version: str | None = None
     document_chars: int | None = None
+    relevance: float | None = None
+    passage_relevance: float | None = None
+    judge_expected_score: float | None = None
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -176,6 +185,9 @@ class PairRow:
             ("judge_model", pa.string()),
             ("judge_prompt_version", pa.string()),
             ("document_chars", pa.int64()),
+            ("relevance", pa.float32()),
+            ("passage_relevance", pa.float32()),
+            ("judge_expected_score", pa.float32()),
         ]
     )
 

@@ -145,7 +145,7 @@ def test_config_file_and_set(tmp_path):
     path.write_text("pack:\n  seed: 3\njudge:\n  min_score: 5\n")
     result = invoke("config", "--config", str(path), "--set", "pack.seed=7")
     assert result.exit_code == 0
-    assert "\nseed = 7\n" in result.stdout and "\nmin_score = 5\n" in result.stdout
+    assert "\nseed = 7\n" in result.stdout and "\nmin_score = 5.0\n" in result.stdout
 
 
 def test_config_takes_set_values_as_their_fields_hold_them():

@@ -196,6 +196,7 @@ CASES = {
         options={
             "--output": ["out"],
             "--min-score": ["2"],
+            "--min-relevance": ["0.3"],
             "--format": ["prompted"],
             "--overwrite": [],
             "--quiet": [],
@@ -203,7 +204,7 @@ CASES = {
             **EXECUTOR_OPTIONS,
             **CONFIG_OPTIONS,
         },
-        config={"judge.min_score": 2, "judge.format": "prompted", "output.format": "jsonl"},
+        config={"judge.min_score": 2.0, "judge.min_relevance": 0.3, "judge.format": "prompted", "output.format": "jsonl"},
         positional=[("pairs",), "out"],
         keywords={"overwrite": True, "show_progress": False},
     ),

@@ -1,6 +1,7 @@
 """The instantiate stage's rules, with a scripted backend."""
 
 import json
+import re
 
 import pytest
 
@@ -9,7 +10,12 @@ from fineinstructions.models.llm import Capabilities, Completion, context_overfl
 from fineinstructions.records import DocumentRow, PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator, parse_answer
 from fineinstructions.text.excerpt import expand_excerpts
-from fineinstructions.text.instantiate_grammar import document_grammar, excerpt_anchors
+from fineinstructions.text.instantiate_grammar import (
+    chunk_region,
+    document_grammar,
+    excerpt_anchors,
+    sentence_offsets,
+)
 
 DOCUMENT = (
     "Owls hunt mostly at night. Their soft feathers let them fly almost silently. "
@@ -251,3 +257,70 @@ def test_constraint_auto_follows_what_the_backend_declares():
 def test_fit_method_names_how_the_backend_counts_tokens():
     assert Instantiator(ScriptedLLM(), context_window=1024).fit_method == ScriptedLLM.token_count_method
     assert Instantiator(ScriptedLLM()).fit_method is None  # documents are sent whole
+
+
+# -- excerpts from the matched region ---------------------------------------------------
+
+LONG = " ".join(f"Fact number {n} about owls is worth knowing well." for n in range(1, 21))
+
+
+def starts_in(grammar: str) -> set[int]:
+    """The facts (sentences of LONG, by number) an excerpt may start at under ``grammar``."""
+    openings = re.findall(r'^x\d+ ::= "([^"]*)"', grammar, re.MULTILINE)
+    return {int(re.search(r"\d+", opening).group()) for opening in openings}
+
+
+def facts_starting_in(region: tuple[int, int]) -> set[int]:
+    return {n for n, o in enumerate(sentence_offsets(LONG), 1) if region[0] <= o < region[1]}
+
+
+def test_a_chunks_region_is_a_window_around_its_centre():
+    # 5 local vectors: centres at 1/6 .. 5/6 of the document.
+    assert chunk_region(3, 5, 1200, 0.1) == (480, 721)
+    assert chunk_region(1, 5, 1200, 0.25) == (0, 500)
+    assert chunk_region(0, 5, 1200, 0.1) is None  # the global vector: anywhere
+    assert chunk_region(6, 5, 1200, 0.1) is None  # not a chunk of this embedding
+    assert chunk_region(2, 5, 1200, None) is None
+
+
+def test_the_region_grammar_admits_only_starts_in_the_region():
+    region = chunk_region(3, 5, len(LONG), 0.1)
+    inside = facts_starting_in(region)
+    assert inside == {10, 11, 12, 13}  # the middle of the document
+    everywhere = starts_in(document_grammar(LONG, HUNT.template))
+    restricted = starts_in(document_grammar(LONG, HUNT.template, region=region))
+    assert len(everywhere) == 20
+    assert restricted == inside
+    # Excerpts may still end at any later sentence, up to the last (t19).
+    assert "\nt19 ::= " in document_grammar(LONG, HUNT.template, region=region)
+
+
+def test_a_region_with_too_few_sentences_widens_to_the_nearest_ones():
+    offsets = sentence_offsets(LONG)
+    middle = offsets[9] + 3  # inside sentence 10: no sentence starts in a 1-character region
+    restricted = starts_in(document_grammar(LONG, HUNT.template, region=(middle, middle + 1)))
+    assert restricted == {9, 10, 11}
+
+
+def test_sentence_offsets_point_at_each_sentence():
+    text = "  First one here. Second one!\n\nThird  one; and more"
+    assert [text[o:o + 5] for o in sentence_offsets(text)] == ["First", "Secon", "Third", "and m"]
+
+
+def test_each_request_is_held_to_the_region_of_the_chunk_that_retrieved_its_template():
+    document = DocumentRow(id="d-long", text=LONG, source="test")
+    llm = ScriptedLLM(["null", "null"], capabilities=Capabilities(constrains_gbnf=True))
+    stage = Instantiator(llm, region_window=0.1, num_chunks=5)
+    other = template("why are <fi>a kind of bird</fi> quiet", "t-other")
+    stage([(document, [HUNT, other], [0, 1])])
+    anywhere, first_chunk = (starts_in(call.grammar) for call in llm.calls)
+    assert len(anywhere) == 20  # retrieved by the global vector
+    assert first_chunk == facts_starting_in(chunk_region(1, 5, len(LONG), 0.1)) == {3, 4, 5, 6}
+
+
+def test_without_a_grammar_the_prompt_names_where_the_region_starts():
+    document = DocumentRow(id="d-long", text=LONG, source="test")
+    llm = ScriptedLLM(["null"])
+    Instantiator(llm, constraint="none", region_window=0.1)([(document, [HUNT], [3])])
+    user = llm.calls[0].messages[-1].content
+    assert user.endswith('most likely starts at: "Fact number 10 about owls is worth knowing"')

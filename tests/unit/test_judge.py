@@ -1,17 +1,23 @@
 """The judge stage's rules, with a scripted backend."""
 
+import dataclasses
+import math
+
 import pytest
 
 from fineinstructions.models.fake import ScriptedLLM
-from fineinstructions.models.llm import Capabilities, Completion, ErrorKind, failed
+from fineinstructions.models.llm import Capabilities, Completion, ErrorKind, TokenLogprob, failed
 from fineinstructions.records import PairRow
 from fineinstructions.stages.judge import (
     FLOW_GRAMMAR,
     FLOW_REGEX,
+    SCORE_LOGPROBS,
     SCORE_SCHEMA,
     Judge,
+    expected_score,
     is_flow_judge,
     parse_score,
+    score_distribution,
 )
 
 
@@ -127,3 +133,81 @@ def test_a_reply_cut_at_max_tokens_is_unparseable_never_a_score():
     assert result.failed == {"unparseable_judgement": 2}
     assert all("max_tokens" in reject.detail for reject in result.rejects)
     assert [r.raw_output for r in result.rejects] == [prose.text, flow.text]
+
+
+# -- expected score and the relevance gate -------------------------------------------
+
+
+def scored(text: str, digit: str, alternatives: dict[str, float]) -> Completion:
+    """A judge reply whose score token came with ``alternatives`` (token -> probability)."""
+    top = tuple(sorted(((t, math.log(p)) for t, p in alternatives.items()), key=lambda kv: -kv[1]))
+    tokens = [TokenLogprob('{"', -0.1), TokenLogprob("score", -0.1), TokenLogprob('":', -0.1), TokenLogprob(" ", -0.2)]
+    tokens.append(TokenLogprob(digit, math.log(alternatives[digit]), top))
+    tokens.append(TokenLogprob("}", -0.01))
+    return Completion(text=text, parsed={"score": int(digit)}, finish_reason="stop", logprobs=tuple(tokens))
+
+
+LOGPROBS = Capabilities(constrains_json_schema=True, reports_logprobs=True)
+
+
+def test_the_expected_score_is_the_mean_under_the_score_tokens_renormalised():
+    # P(5)=0.4, P(4)=0.2, P(1)=0.2; " 4" merges with "4"; "The" is not a score.
+    reply = scored('{"score": 5}', "5", {"5": 0.4, "4": 0.1, " 4": 0.1, "1": 0.2, "The": 0.2})
+    distribution = score_distribution(reply, 5)
+    assert distribution == pytest.approx({1: 0.25, 2: 0.0, 3: 0.0, 4: 0.25, 5: 0.5})
+    assert expected_score(distribution) == pytest.approx(0.25 * 1 + 0.25 * 4 + 0.5 * 5)
+    # The reply wrote 5, but the judge's own belief is 3.75: below 4, the pair is dropped.
+    result = Judge(ScriptedLLM([reply], capabilities=LOGPROBS))([pair(1)])
+    assert result.kept == [] and result.skipped == {"low_score": 1}
+    assert result.rejects[0].detail == "scored 3.75 (expected; wrote 5); pairs need at least 4"
+
+
+def test_the_expected_score_and_the_written_one_are_both_stored():
+    reply = scored('{"score": 5}', "5", {"5": 0.9, "4": 0.1})
+    result = Judge(ScriptedLLM([reply], capabilities=LOGPROBS), min_score=4.5)([pair(1)])
+    (kept,) = result.kept
+    assert (kept.judge_score, kept.judge_expected_score) == (5, pytest.approx(4.9))
+    assert result.expected_scores == 1
+
+
+def test_the_judge_asks_for_logprobs_only_where_the_backend_reports_them():
+    llm = ScriptedLLM(capabilities=LOGPROBS)
+    assert Judge(llm).request(pair(1)).top_logprobs == SCORE_LOGPROBS
+    assert Judge(llm, score="argmax").request(pair(1)).top_logprobs == 0
+    assert Judge(ScriptedLLM()).request(pair(1)).top_logprobs == 0
+
+
+def test_without_logprobs_the_written_score_decides():
+    result = Judge(ScriptedLLM(['{"score": 4}'], capabilities=LOGPROBS))([pair(1)])
+    (kept,) = result.kept
+    assert (kept.judge_score, kept.judge_expected_score) == (4, None)
+    assert result.expected_scores == 0
+
+
+def test_the_score_position_is_the_last_token_reading_as_the_written_digit():
+    feedback = (TokenLogprob("5", math.log(0.5), (("5", math.log(0.5)), ("1", math.log(0.5)))),)
+    reply = scored("<feedback>5 stars</feedback><score>4</score>", "4", {"4": 0.5, "2": 0.5})
+    reply = Completion(text=reply.text, logprobs=feedback + reply.logprobs)
+    assert expected_score(score_distribution(reply, 4)) == pytest.approx(3.0)
+    assert score_distribution(reply, 3) is None
+
+
+def relevant(n: int, score: float | None) -> PairRow:
+    return dataclasses.replace(pair(n), relevance=score)
+
+
+def test_the_relevance_gate_skips_low_relevance_pairs_before_the_judge_is_asked():
+    llm = ScriptedLLM(['{"score": 5}', '{"score": 5}'])
+    result = Judge(llm, min_relevance=0.3)([relevant(1, 0.1), relevant(2, 0.5), relevant(3, None)])
+    assert len(llm.calls) == 2  # the irrelevant pair cost no judge call
+    assert [p.id for p in result.kept] == ["p-2", "p-3"]
+    assert result.skipped == {"irrelevant_answer": 1}
+    assert result.unscored_relevance == 1
+    (reject,) = result.rejects
+    assert (reject.input_id, reject.reason) == ("p-1", "irrelevant_answer")
+    assert reject.detail == "relevance 0.100; pairs need at least 0.3"
+
+
+def test_without_a_threshold_the_gate_is_open():
+    result = Judge(ScriptedLLM(['{"score": 5}']))([relevant(1, -0.2)])
+    assert [p.id for p in result.kept] == ["p-1"]

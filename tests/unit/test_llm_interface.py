@@ -9,6 +9,7 @@ from fineinstructions.models.llm import (
     Completion,
     ErrorKind,
     Request,
+    TokenLogprob,
     backend_class,
     capabilities,
     context_overflow,
@@ -122,20 +123,24 @@ def test_each_backend_declares_what_it_can_do():
     from fineinstructions.models.vllm_backend import VLLMLLM
 
     assert capabilities(LlamaCppLLM()) == Capabilities(
-        constrains_json_schema=True, constrains_gbnf=True, counts_tokens_locally=True, caches_prefixes=True
+        constrains_json_schema=True, constrains_gbnf=True, counts_tokens_locally=True, caches_prefixes=True,
+        reports_logprobs=True,
     )
     assert capabilities(VLLMLLM("m")) == Capabilities(
-        constrains_json_schema=True, constrains_regex=True, counts_tokens_locally=True, caches_prefixes=True
+        constrains_json_schema=True, constrains_regex=True, counts_tokens_locally=True, caches_prefixes=True,
+        reports_logprobs=True,
     )
     assert not capabilities(VLLMLLM("m", enable_prefix_caching=False)).caches_prefixes
-    assert capabilities(TransformersLLM("m")) == Capabilities(counts_tokens_locally=True)
+    assert capabilities(TransformersLLM("m")) == Capabilities(counts_tokens_locally=True, reports_logprobs=True)
     assert capabilities(backend_class("fake")()) == Capabilities(counts_tokens_locally=True)
     served = {dialect: capabilities(OpenAICompatibleLLM("m", dialect=dialect)) for dialect in ("openai", "vllm", "vllm_legacy", "llama_cpp")}
-    assert served["openai"] == Capabilities(constrains_json_schema=True)
+    assert served["openai"] == Capabilities(constrains_json_schema=True, reports_logprobs=True)
     assert served["vllm"] == served["vllm_legacy"] == Capabilities(
-        constrains_json_schema=True, constrains_regex=True, caches_prefixes=True
+        constrains_json_schema=True, constrains_regex=True, caches_prefixes=True, reports_logprobs=True
     )
-    assert served["llama_cpp"] == Capabilities(constrains_json_schema=True, constrains_gbnf=True, caches_prefixes=True)
+    assert served["llama_cpp"] == Capabilities(
+        constrains_json_schema=True, constrains_gbnf=True, caches_prefixes=True, reports_logprobs=True
+    )
     assert capabilities(OpenAICompatibleLLM("m", tokenizer="some/tokenizer")).counts_tokens_locally
     assert capabilities(object()) == Capabilities()  # declares nothing, can do nothing
     with pytest.raises(ValueError, match="dialect"):
@@ -185,3 +190,20 @@ def test_importing_the_interface_imports_no_backend():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_token_logprobs_survive_the_request_cache_round_trip():
+    completion = Completion(
+        text='{"score": 4}',
+        logprobs=(TokenLogprob("4", -0.3, (("4", -0.3), ("5", -1.5))), TokenLogprob("}", -0.01)),
+    )
+    assert Completion.from_json(completion.to_json()) == completion
+    assert "logprobs" not in json.loads(Completion(text="x").to_json())  # rows without them are unchanged
+
+
+def test_asking_for_logprobs_is_a_distinct_request_and_old_keys_stay_valid():
+    plain = Request.chat(("user", "u"))
+    assert "top_logprobs" not in plain.canonical()  # the keys of every request made before it existed
+    assert request_key("m", plain) != request_key("m", Request.chat(("user", "u"), top_logprobs=5))
+    with pytest.raises(ValueError, match="top_logprobs"):
+        Request.chat(("user", "u"), top_logprobs=21)

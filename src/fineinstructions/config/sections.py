@@ -214,6 +214,16 @@ class InstantiateConfig(Section):
         description="Documents per shard: match cuts the corpus into pieces this size, and instantiate, judge and pack follow them (the unit of work, retry and resume; a resumed run keeps its first plan).",
     )
     seed: int = Field(0, description="Seed sent with every request.", json_schema_extra=AFFECTS_OUTPUT)
+    region_window: float | None = Field(
+        0.15, ge=0, le=1,
+        description="Excerpts of a template retrieved by a local (Gaussian-pooled) vector start within this share of the document either side of that chunk's centre (at least the 3 nearest sentences; the global vector: anywhere). None: anywhere.",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
+    relevance: bool = Field(
+        True,
+        description="Score each pair's relevance (the [embed] model's similarity of instruction to answer and to the passage around it), for judge.min_relevance and the audit.",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
 
 
 class JudgeConfig(Section):
@@ -230,7 +240,21 @@ class JudgeConfig(Section):
         description="A packaged prompt name or .toml file (None: judge-v1, or judge-flow-v1 for the flow format).",
         json_schema_extra=AFFECTS_OUTPUT,
     )
-    min_score: int = Field(4, ge=1, le=5, description="Keep pairs scored at least this.", json_schema_extra=AFFECTS_OUTPUT)
+    min_score: float = Field(
+        4, ge=1, le=5,
+        description="Keep pairs scored at least this (the expected score where the backend reports log-probabilities, else the score written).",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
+    score: Literal["expected", "argmax"] = Field(
+        "expected",
+        description="'expected': the mean of 1–5 under the judge's probabilities of the score tokens (backends that report log-probabilities; others fall back to the written score); 'argmax': the score it writes.",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
+    min_relevance: float | None = Field(
+        None, ge=-1, le=1,
+        description="Relevance gate: skip pairs whose instruction-answer similarity (set by instantiate.relevance) is below this, as irrelevant_answer, before the judge is asked (None: off). The value depends on the embedder; calibrate it with benchmarks/quality.py.",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
     max_tokens: int | None = Field(
         None, ge=1, description="Tokens a judge may write (None: 16 for a JSON score, 600 for flow feedback).", json_schema_extra=AFFECTS_OUTPUT
     )

@@ -90,6 +90,7 @@ class CachedLLM:
     constrains_regex = _forwarded("constrains_regex", False)
     counts_tokens_locally = _forwarded("counts_tokens_locally", False)
     caches_prefixes = _forwarded("caches_prefixes", False)
+    reports_logprobs = _forwarded("reports_logprobs", False)
     checkpoint_every = _forwarded("checkpoint_every", None)
     token_count_method = _forwarded("token_count_method", "the backend's count_tokens")
 

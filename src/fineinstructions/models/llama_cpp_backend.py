@@ -10,7 +10,8 @@ prompt tokens each request took from that cache.
 Constraints: a JSON schema (converted to GBNF once per schema) or a GBNF grammar,
 decoded by :class:`~fineinstructions.models.llama_cpp_decode.ConstrainedDecoder`, which
 checks the grammar only when the model's own choice breaks it. Regex constraints are not
-supported by llama.cpp and give a per-request error.
+supported by llama.cpp and give a per-request error. Token log-probabilities
+(``top_logprobs``) are the model's own distribution at each step, before the grammar.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fineinstructions.models.llm import (
     Completion,
     ErrorKind,
     Request,
+    TokenLogprob,
     context_overflow,
     failed,
     parse_structured,
@@ -38,6 +40,7 @@ class LlamaCppLLM:
     constrains_regex = False
     counts_tokens_locally = True
     caches_prefixes = True  # the previous prompt's KV cache
+    reports_logprobs = True
     token_count_method = "the model's tokenizer"
     checkpoint_every = 1  # requests run one after another
 
@@ -60,6 +63,7 @@ class LlamaCppLLM:
         self._grammars: dict[str, str] = {}
         self._decoder: ConstrainedDecoder | None = None
         self._path: Path | None = None
+        self._pieces: dict[int, str] = {}
 
     @property
     def model_path(self) -> Path:
@@ -157,7 +161,7 @@ class LlamaCppLLM:
             )
         max_tokens = min(request.max_tokens, self.n_ctx - len(tokens))
         stops = tuple(request.stop) + tuple(template_stops)
-        if grammar is None:
+        if grammar is None and not request.top_logprobs:
             return self._complete(request, tokens, max_tokens, list(stops))
         try:
             decoded = self._decoder.generate(
@@ -168,6 +172,7 @@ class LlamaCppLLM:
                 top_p=request.top_p,
                 seed=request.seed,
                 stop=stops,
+                logprobs=request.top_logprobs,
             )
         except GrammarError as error:
             return failed(ErrorKind.BACKEND_ERROR, str(error), prompt_tokens=len(tokens))
@@ -182,7 +187,19 @@ class LlamaCppLLM:
             prompt_tokens=len(tokens),
             completion_tokens=len(decoded.tokens),
             cached_tokens=decoded.cached_tokens,
+            logprobs=tuple(
+                TokenLogprob(self._piece(token), logprob, tuple((self._piece(i), lp) for i, lp in best))
+                for token, (logprob, best) in zip(decoded.tokens, decoded.logprobs, strict=True)
+            )
+            if decoded.logprobs
+            else (),
         )
+
+    def _piece(self, token: int) -> str:
+        """The text of one token."""
+        if token not in self._pieces:
+            self._pieces[token] = self._llm.detokenize([token]).decode("utf-8", errors="replace")
+        return self._pieces[token]
 
     def _complete(self, request: Request, tokens: list[int], max_tokens: int, stops: list[str]) -> Completion:
         """An unconstrained completion through ``Llama.create_completion``."""
@@ -217,4 +234,5 @@ class LlamaCppLLM:
         if self._llm is not None:
             self._llm.close()
             self._llm = None
+
 

@@ -16,7 +16,7 @@ unconstrained requests can be mixed and still share prompt prefixes.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,19 @@ class Decoded:
     tokens: list[int]
     finish_reason: str  # "stop" (end of generation or a stop string) or "length"
     cached_tokens: int  # prompt tokens reused from the KV cache
+    # With top_logprobs: per generated token, (its logprob, [(token id, logprob)] most
+    # likely first), from the model's own distribution before the grammar.
+    logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
+
+
+def top_logprobs(logits: np.ndarray, k: int) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """The log-softmax of ``logits`` and its ``k`` most likely tokens, most likely first."""
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    k = min(k, len(logprobs))
+    best = np.argpartition(-logprobs, k - 1)[:k]
+    best = best[np.argsort(-logprobs[best], kind="stable")]
+    return logprobs, [(int(i), float(logprobs[i])) for i in best]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -53,7 +66,8 @@ def evaluate_prompt(llm, tokens: list[int]) -> int:
 
 
 class ConstrainedDecoder:
-    """Decodes under a GBNF grammar, checking the grammar only when it matters."""
+    """Decodes under a GBNF grammar, checking the grammar only when it matters (or with
+    no grammar, for requests that want log-probabilities)."""
 
     def __init__(self, llm) -> None:
         import llama_cpp
@@ -83,37 +97,47 @@ class ConstrainedDecoder:
     def generate(
         self,
         prompt_tokens: list[int],
-        grammar: str,
+        grammar: str | None,
         *,
         max_tokens: int,
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int = 0,
         stop: tuple[str, ...] = (),
+        logprobs: int = 0,
     ) -> Decoded:
         lib = self._lib
-        sampler = lib.llama_sampler_init_grammar(self.vocab, grammar.encode("utf-8"), b"root")
-        if not sampler:
-            raise GrammarError("llama.cpp could not parse the grammar")
+        sampler = None
+        if grammar is not None:
+            sampler = lib.llama_sampler_init_grammar(self.vocab, grammar.encode("utf-8"), b"root")
+            if not sampler:
+                raise GrammarError("llama.cpp could not parse the grammar")
         rng = np.random.default_rng(seed)
         try:
             cached = evaluate_prompt(self.llm, prompt_tokens)
             out: list[int] = []
+            reported: list[tuple[float, list[tuple[int, float]]]] = []
             while True:
                 logits = self._logits()
+                if logprobs:  # the model's own distribution, whatever the grammar allows
+                    distribution, best = top_logprobs(logits, logprobs)
                 token = self._choose(sampler, logits, temperature, top_p, rng)
                 self.steps += 1
                 if token is None or lib.llama_vocab_is_eog(self.vocab, token):
-                    return Decoded(out, "stop", cached)
-                lib.llama_sampler_accept(sampler, token)
+                    return Decoded(out, "stop", cached, reported)
+                if logprobs:
+                    reported.append((float(distribution[token]), best))
+                if sampler is not None:
+                    lib.llama_sampler_accept(sampler, token)
                 out.append(token)
                 if stop and _ends_with_stop(self.llm, out, stop):
-                    return Decoded(out, "stop", cached)
+                    return Decoded(out, "stop", cached, reported)
                 if len(out) >= max_tokens:
-                    return Decoded(out, "length", cached)
+                    return Decoded(out, "length", cached, reported)
                 self.llm.eval([token])
         finally:
-            lib.llama_sampler_free(sampler)
+            if sampler is not None:
+                lib.llama_sampler_free(sampler)
 
     def accepts(self, grammar: str, text: str) -> bool:
         """Whether ``grammar`` allows exactly ``text`` (as this model tokenizes it)."""
@@ -139,6 +163,8 @@ class ConstrainedDecoder:
 
     def _choose(self, sampler, logits: np.ndarray, temperature: float, top_p: float, rng) -> int | None:
         lib = self._lib
+        if sampler is None:  # no grammar (a request that wants log-probabilities)
+            return int(np.argmax(logits)) if temperature <= 0 else _sample(np.array(logits), temperature, top_p, rng)
         if temperature <= 0:
             token = int(np.argmax(logits))
             if self._allowed(sampler, token):

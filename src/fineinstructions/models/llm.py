@@ -49,6 +49,11 @@ class Request:
     ``json_schema`` constrains the output to JSON matching the schema; ``regex`` and
     ``grammar`` (GBNF for llama.cpp, EBNF/lark for vLLM) constrain it where the backend
     supports them. At most one constraint may be given.
+
+    ``top_logprobs`` asks for the log-probabilities of that many most likely tokens at
+    each generated position (the model's own distribution, before any constraint);
+    backends that declare ``reports_logprobs`` return them in
+    :attr:`Completion.logprobs`, others return none.
     """
 
     messages: tuple[Message, ...]
@@ -61,8 +66,11 @@ class Request:
     stop: tuple[str, ...] = ()
     seed: int = 0
     prompt_version: str = ""
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.top_logprobs <= 20:
+            raise ValueError("top_logprobs must be between 0 and 20")
         constraints = [c for c in (self.json_schema, self.regex, self.grammar) if c is not None]
         if len(constraints) > 1:
             raise ValueError("give at most one of json_schema, regex and grammar")
@@ -81,7 +89,26 @@ class Request:
         data = asdict(self)
         data["messages"] = [[m["role"], m["content"]] for m in data["messages"]]
         data["stop"] = list(self.stop)
+        if not self.top_logprobs:
+            del data["top_logprobs"]  # requests without it keep the keys they always had
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token: its text, its log-probability and the most likely tokens at
+    its position (``top``: ``(text, logprob)`` pairs, most likely first)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def from_data(cls, data: Any) -> "TokenLogprob":
+        if isinstance(data, dict):
+            return cls(data["token"], float(data["logprob"]), tuple((t, float(lp)) for t, lp in data.get("top", ())))
+        token, logprob, top = data
+        return cls(token, float(logprob), tuple((t, float(lp)) for t, lp in top))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,10 +128,15 @@ class Completion:
     error_kind: ErrorKind | None = None
     error_detail: str = ""
     cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     def __post_init__(self) -> None:
         if self.error_kind is not None and not isinstance(self.error_kind, ErrorKind):
             object.__setattr__(self, "error_kind", ErrorKind(self.error_kind))
+        if self.logprobs and not isinstance(self.logprobs[0], TokenLogprob):
+            object.__setattr__(self, "logprobs", tuple(TokenLogprob.from_data(t) for t in self.logprobs))
+        elif isinstance(self.logprobs, list):
+            object.__setattr__(self, "logprobs", tuple(self.logprobs))
 
     @property
     def ok(self) -> bool:
@@ -113,6 +145,8 @@ class Completion:
     def to_json(self) -> str:
         data = asdict(self)
         data["error_kind"] = self.error_kind.value if self.error_kind else None
+        if not self.logprobs:
+            del data["logprobs"]
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
@@ -241,6 +275,7 @@ class Capabilities:
     constrains_regex: bool = False  # requests may carry a regular expression
     counts_tokens_locally: bool = False  # count_tokens uses the model's own tokenizer in process
     caches_prefixes: bool = False  # a prompt prefix shared with an earlier request is computed once
+    reports_logprobs: bool = False  # completions carry token log-probabilities when asked (top_logprobs)
 
 
 CAPABILITIES = tuple(f.name for f in fields(Capabilities))
@@ -348,6 +383,7 @@ __all__ = [
     "ErrorKind",
     "Message",
     "Request",
+    "TokenLogprob",
     "backend_class",
     "capabilities",
     "context_overflow",

@@ -38,7 +38,14 @@ from fineinstructions.models.http_util import (
     error_details,
     retry_after,
 )
-from fineinstructions.models.llm import Completion, ErrorKind, Request, failed, parse_structured
+from fineinstructions.models.llm import (
+    Completion,
+    ErrorKind,
+    Request,
+    TokenLogprob,
+    failed,
+    parse_structured,
+)
 from fineinstructions.models.openai_tokens import HFTokenCounter, ServerTokenCounter
 
 Dialect = Literal["openai", "vllm", "vllm_legacy", "llama_cpp"]
@@ -109,6 +116,7 @@ DIALECTS: dict[str, DialectSpec] = {
 class OpenAICompatibleLLM:
     kind = "openai"
     constrains_json_schema = True  # every dialect sends the schema for the server to enforce
+    reports_logprobs = True  # asked with logprobs/top_logprobs; a server that sends none gives none
 
     def __init__(
         self,
@@ -206,6 +214,8 @@ class OpenAICompatibleLLM:
         }
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.top_logprobs:
+            body.update(logprobs=True, top_logprobs=request.top_logprobs)
         spec = DIALECTS[self.dialect]
         if request.json_schema is not None:
             body.update(spec.json_schema(request.json_schema))
@@ -283,6 +293,7 @@ class OpenAICompatibleLLM:
             prompt_tokens=usage.get("prompt_tokens") or 0,
             completion_tokens=usage.get("completion_tokens") or 0,
             cached_tokens=details.get("cached_tokens") or 0,
+            logprobs=_logprobs(choice.get("logprobs")),
         )
 
     def count_tokens(self, text: str) -> int:
@@ -314,3 +325,19 @@ def _is_context_overflow(status: int, message: str, code: str | None) -> bool:
         return True
     message = message.lower()
     return "context length" in message or "context window" in message
+
+
+def _logprobs(data: Any) -> tuple[TokenLogprob, ...]:
+    """``choices[0].logprobs.content`` of a chat completion as :class:`TokenLogprob`
+    (empty when the server sent none, or sent them in a shape it does not document)."""
+    try:
+        return tuple(
+            TokenLogprob(
+                item["token"],
+                float(item["logprob"]),
+                tuple((top["token"], float(top["logprob"])) for top in item.get("top_logprobs") or ()),
+            )
+            for item in (data or {}).get("content") or ()
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ()

@@ -9,6 +9,7 @@ Requests are grouped by their sampling settings (and, when sampling, their seed)
 generated ``batch_size`` at a time. transformers has no constrained decoding here: a
 JSON-schema request is generated freely and then validated, so bad output comes back
 as an ``invalid_output`` completion; regex and grammar requests get a per-request error.
+Token log-probabilities (``top_logprobs``) are the log-softmax of the model's logits.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fineinstructions.models.llm import (
     Completion,
     ErrorKind,
     Request,
+    TokenLogprob,
     context_overflow,
     failed,
     parse_structured,
@@ -33,6 +35,7 @@ class TransformersLLM:
     constrains_regex = False
     counts_tokens_locally = True
     caches_prefixes = False
+    reports_logprobs = True
     token_count_method = "the model's tokenizer"
     checkpoint_every = None  # requests are grouped and batched across the whole call
 
@@ -102,7 +105,7 @@ class TransformersLLM:
                 continue
             sampling = request.temperature > 0
             key = (request.max_tokens, request.temperature, request.top_p, request.stop,
-                   request.seed if sampling else None)
+                   request.seed if sampling else None, request.top_logprobs)
             groups[key].append(index)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
@@ -140,9 +143,15 @@ class TransformersLLM:
                 options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if first.stop:
                 options.update(stop_strings=list(first.stop), tokenizer=tokenizer)
+            if first.top_logprobs:
+                options.update(output_logits=True, return_dict_in_generate=True)
             try:
                 with torch.no_grad():
                     generated = self._model.generate(**batch, **options)
+                    steps = None
+                    if first.top_logprobs:
+                        steps = torch.stack(generated.logits, dim=1).float().log_softmax(dim=-1)  # (B, new, V)
+                        generated = generated.sequences
             except (RuntimeError, ValueError) as error:
                 for i in runnable:
                     out[i] = failed(ErrorKind.BACKEND_ERROR, f"{type(error).__name__}: {error}")
@@ -155,6 +164,7 @@ class TransformersLLM:
                 if hit_eos:
                     ids = ids[: ids.index(eos)]
                 ids = [t for t in ids if t != tokenizer.pad_token_id]
+                logprobs = () if steps is None else self._logprobs(steps[row], ids, first.top_logprobs)
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 stopped = False
                 for stop in requests[i].stop:
@@ -167,8 +177,22 @@ class TransformersLLM:
                     finish_reason=finish,
                     prompt_tokens=lengths[i],
                     completion_tokens=len(ids),
+                    logprobs=logprobs,
                 )
         return out  # type: ignore[return-value]
+
+    def _logprobs(self, steps, ids: list[int], k: int) -> tuple[TokenLogprob, ...]:
+        """One :class:`TokenLogprob` per generated token, from ``steps`` (new tokens x vocabulary)."""
+        decode = self._tokenizer.decode
+        best = steps[: len(ids)].topk(k, dim=-1)
+        return tuple(
+            TokenLogprob(
+                decode([token]),
+                float(steps[t, token]),
+                tuple((decode([int(j)]), float(v)) for v, j in zip(best.values[t], best.indices[t], strict=True)),
+            )
+            for t, token in enumerate(ids)
+        )
 
     def count_tokens(self, text: str) -> int:
         self.load()

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from fineinstructions.models.llm import Completion, Request, context_overflow, parse_structured
+from fineinstructions.models.llm import (
+    Completion,
+    Request,
+    TokenLogprob,
+    context_overflow,
+    parse_structured,
+)
 
 
 class VLLMLLM:
@@ -23,6 +29,7 @@ class VLLMLLM:
     constrains_gbnf = False  # vLLM's grammars are EBNF/lark, not GBNF
     constrains_regex = True
     counts_tokens_locally = True
+    reports_logprobs = True
     token_count_method = "the model's tokenizer"
     checkpoint_every = None  # continuous batching wants the whole batch at once
 
@@ -72,6 +79,8 @@ class VLLMLLM:
             "seed": request.seed,
             "stop": list(request.stop) or None,
         }
+        if request.top_logprobs:
+            options["logprobs"] = request.top_logprobs
         constraint = {
             key: value
             for key, value in (
@@ -125,6 +134,7 @@ class VLLMLLM:
                     prompt_tokens=len(output.prompt_token_ids or ()) or lengths[i],
                     completion_tokens=len(choice.token_ids),
                     cached_tokens=getattr(output, "num_cached_tokens", 0) or 0,
+                    logprobs=_logprobs(choice, tokenizer),
                 )
         return results  # type: ignore[return-value]
 
@@ -134,3 +144,26 @@ class VLLMLLM:
 
     def close(self) -> None:
         self._llm = None
+
+
+def _logprobs(choice, tokenizer) -> tuple[TokenLogprob, ...]:
+    """vLLM's per-position ``{token id: Logprob}`` as :class:`TokenLogprob` (empty when
+    the request asked for none)."""
+    if not choice.logprobs:
+        return ()
+
+    def text(token_id: int, entry) -> str:
+        return entry.decoded_token if getattr(entry, "decoded_token", None) is not None else tokenizer.decode([token_id])
+
+    out = []
+    for token_id, position in zip(choice.token_ids, choice.logprobs, strict=False):
+        ranked = sorted(position.items(), key=lambda item: -item[1].logprob)
+        chosen = position.get(token_id)
+        out.append(
+            TokenLogprob(
+                text(token_id, chosen) if chosen is not None else tokenizer.decode([token_id]),
+                float(chosen.logprob) if chosen is not None else float("-inf"),
+                tuple((text(i, e), float(e.logprob)) for i, e in ranked),
+            )
+        )
+    return tuple(out)

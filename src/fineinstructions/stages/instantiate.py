@@ -13,6 +13,9 @@ The model answers ``null`` (the template does not fit: a skip, never forced) or
 ``{"instruction": …, "answer": …}`` with ``<excerpt>PREFIX<...>SUFFIX</excerpt>``
 markers. Where the backend takes GBNF grammars, decoding follows a per-document grammar
 (:mod:`.instantiate_grammar`) in which every marker is real text of the document.
+With ``region_window`` set, a template retrieved by a local (Gaussian-pooled) vector
+of the document has its excerpts start in the region of that vector's chunk (the grammar
+allows only those starts; a prompt without a grammar names where the region begins).
 Each answer is then expanded and checked: a pair fails when a marker is unresolved or
 ambiguous, when an ``<fi>`` tag survives in the instruction, when the instruction or
 answer is empty, when the answer quotes one passage twice, or when less than
@@ -23,7 +26,6 @@ The stage does no file I/O.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
@@ -39,7 +41,12 @@ from fineinstructions.models.llm import (
 )
 from fineinstructions.records import DocumentRow, PairRow, RejectRow, TemplateRow
 from fineinstructions.text.excerpt import SearchableDocument, expand_excerpts
-from fineinstructions.text.instantiate_grammar import document_grammar
+from fineinstructions.text.instantiate_grammar import (
+    chunk_region,
+    cut_at_boundary,
+    document_grammar,
+    region_opening,
+)
 from fineinstructions.text.prompting import Prompt, load_prompt
 from fineinstructions.text.template import CLOSE_TAG, OPEN_TAG
 
@@ -122,6 +129,10 @@ class Instantiator:
     ``context_window`` (tokens) makes long documents be cut to fit, with room for the
     rest of the prompt and ``max_tokens`` of answer; ``None`` sends documents whole.
     :attr:`fit_method` says how the tokens are counted.
+
+    ``region_window`` (a share of the document, either side of a chunk's centre; ``None``:
+    anywhere) holds excerpts to the region of the chunk that retrieved the template, for
+    documents embedded with ``num_chunks`` local vectors.
     """
 
     def __init__(
@@ -137,6 +148,8 @@ class Instantiator:
         context_window: int | None = None,
         temperature: float = 0.0,
         seed: int = 0,
+        region_window: float | None = None,
+        num_chunks: int = 5,
     ) -> None:
         if mode not in ("prompted", "fineinstructions"):
             raise ValueError(f"unknown instantiate mode {mode!r}; use 'prompted' or 'fineinstructions'")
@@ -150,6 +163,8 @@ class Instantiator:
         self.context_window = context_window
         self.temperature = temperature
         self.seed = seed
+        self.region_window = region_window
+        self.num_chunks = num_chunks
         if mode == "fineinstructions":
             self.prompt: Prompt | None = None
             self.prompt_version = FINEINSTRUCTIONS_VERSION
@@ -185,7 +200,13 @@ class Instantiator:
 
     # -- requests ---------------------------------------------------------------------
 
-    def _turns(self, document: str, template: str) -> list[tuple[str, str]]:
+    def region(self, document: str, chunk: int) -> tuple[int, int] | None:
+        """Where in ``document`` excerpts of a template retrieved by ``chunk`` start."""
+        if self.region_window is None:
+            return None
+        return chunk_region(chunk, self.num_chunks, len(document), self.region_window)
+
+    def _turns(self, document: str, template: str, region: tuple[int, int] | None = None) -> list[tuple[str, str]]:
         if self.prompt is None:
             payload = {"instruction_template": template, "document": document}
             return [("user", json.dumps(payload, ensure_ascii=False))]
@@ -197,10 +218,14 @@ class Instantiator:
             else:
                 answer = {"instruction": example["instruction"], "answer": example["answer"]}
                 turns.append(("assistant", json.dumps(answer, ensure_ascii=False)))
-        turns.append(("user", _user_turn(document, template)))
+        turn = _user_turn(document, template)
+        hint = dict(self.prompt.fields).get("region_hint", "") if region is not None and self.constraint != "document" else ""
+        if hint:
+            turn += "\n\n" + hint.replace("{start}", region_opening(document, region))
+        turns.append(("user", turn))
         return turns
 
-    def request(self, document: str, template: str) -> Request:
+    def request(self, document: str, template: str, region: tuple[int, int] | None = None) -> Request:
         options: dict[str, Any] = dict(
             max_tokens=self.max_tokens,
             temperature=self.temperature,
@@ -208,14 +233,14 @@ class Instantiator:
             prompt_version=self.prompt_version,
         )
         if self.constraint == "document":
-            grammar = document_grammar(document, template, max_excerpts=self.max_excerpts)
+            grammar = document_grammar(document, template, max_excerpts=self.max_excerpts, region=region)
             if grammar is not None:
                 options["grammar"] = grammar
             else:  # no usable anchor (or a huge document): the schema still holds the format
                 options["json_schema"] = OUTPUT_SCHEMA
         elif self.constraint == "schema":
             options["json_schema"] = OUTPUT_SCHEMA
-        return Request.chat(*self._turns(document, template), **options)
+        return Request.chat(*self._turns(document, template, region), **options)
 
     def fit(self, document: str, template: str) -> str:
         """``document``, cut (at a sentence or word boundary) so that its request fits
@@ -232,31 +257,40 @@ class Instantiator:
         text = document
         while count > budget and text:
             keep = int(len(text) * budget / count * 0.97)
-            text = _cut(text, keep)
+            text = cut_at_boundary(text, keep)
             count = self.llm.count_tokens(text)
         return text
 
     # -- the stage ----------------------------------------------------------------------
 
-    def __call__(self, batch: Sequence[tuple[DocumentRow, Sequence[TemplateRow]]]) -> InstantiateResult:
-        """Instantiate each document's templates; requests go out grouped by document."""
-        jobs: list[tuple[DocumentRow, str, TemplateRow]] = []
+    def __call__(self, batch: Sequence[tuple]) -> InstantiateResult:
+        """Instantiate each document's templates; requests go out grouped by document.
+
+        Each item is ``(document, templates)`` or ``(document, templates, chunks)``, where
+        ``chunks[i]`` is the document vector that retrieved ``templates[i]`` (0: global)."""
+        jobs: list[tuple[DocumentRow, str, TemplateRow, tuple[int, int] | None]] = []
         result = InstantiateResult()
-        for document, templates in batch:
+        for document, templates, *rest in batch:
             if not templates:
                 continue
+            chunks = rest[0] if rest else [0] * len(templates)
             result.documents += 1
             # Cut for the longest template, so every request of the document fits.
             seen = self.fit(document.text, max((t.template for t in templates), key=len))
             if len(seen) < len(document.text):
                 result.truncated_documents += 1
-            for template in templates:
-                jobs.append((document, seen, template))
+            for template, chunk in zip(templates, chunks, strict=True):
+                # The region is a share of the whole document (what was embedded), in the
+                # characters the model sees.
+                region = self.region(document.text, chunk)
+                if region is not None and region[0] >= len(seen):
+                    region = None  # the region was cut off: anywhere in what remains
+                jobs.append((document, seen, template, region))
         if not jobs:
             return result
-        completions = self.llm.generate([self.request(seen, t.template) for _, seen, t in jobs])
+        completions = self.llm.generate([self.request(seen, t.template, region) for _, seen, t, region in jobs])
         searchable: dict[str, SearchableDocument] = {}
-        for (document, seen, template), completion in zip(jobs, completions, strict=True):
+        for (document, seen, template, _), completion in zip(jobs, completions, strict=True):
             result.requests += 1
             result.prompt_tokens += completion.prompt_tokens
             result.completion_tokens += completion.completion_tokens
@@ -343,23 +377,6 @@ class Instantiator:
 
 def _user_turn(document: str, template: str) -> str:
     return f"Document:\n{document}\n\nTemplate: {template}"
-
-
-_BOUNDARY = re.compile(r"[.!?]\s|\n")
-
-
-def _cut(text: str, keep: int) -> str:
-    """``text[:keep]``, moved back to the last sentence end (or else word end) in its
-    last fifth, so a cut document does not end mid-word."""
-    if keep >= len(text):
-        return text
-    head = text[: max(keep, 0)]
-    floor = int(len(head) * 0.8)
-    ends = [m.end() for m in _BOUNDARY.finditer(head, floor)]
-    if ends:
-        return head[: ends[-1]].rstrip()
-    space = head.rfind(" ", floor)
-    return head[:space].rstrip() if space > 0 else head
 
 
 INSTRUCTION_KEYS = ("instruction", "instantiated_instruction")

@@ -4,6 +4,19 @@
 no extraneous, vague or repetitive content. Pairs scoring at least ``min_score`` (4 by
 default) are kept.
 
+**Expected score.** A small judge writes 5 for nearly everything, but how sure it is
+still tells pairs apart. Where the backend reports token log-probabilities, the score is
+the expected value of 1–5 under the judge's own distribution over the score tokens at
+the position where it wrote its score (renormalised over the digits 1–5), not the
+digit it wrote; both are stored on the pair. Backends without log-probabilities keep the
+written score (``score="argmax"`` asks for that everywhere).
+
+**Relevance gate.** With ``min_relevance`` set, a pair whose ``relevance`` (the
+embedder's similarity of instruction and answer, set by instantiate) is below it is
+skipped as ``irrelevant_answer`` before the judge is asked, and kept in the rejects with
+its score. Pairs without a relevance score pass the gate and are counted
+(``unscored_relevance``).
+
 Two prompt formats:
 
 - ``flow``: the format Flow-Judge-v0.1 was trained on (input, output, criteria and
@@ -21,6 +34,7 @@ not kept. The stage does no file I/O.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -74,6 +88,35 @@ def parse_score(text: str | None, parsed: Any = None) -> int | None:
     return None
 
 
+SCORE_LOGPROBS = 20  # alternatives asked for at each position (OpenAI's limit)
+
+
+def score_distribution(completion: Completion, score: int) -> dict[int, float] | None:
+    """The judge's probability of each score 1–5 at the position where it wrote
+    ``score`` (the last token that reads as that digit), renormalised over the digits;
+    ``None`` when the completion carries no log-probabilities for that position."""
+    for token in reversed(completion.logprobs):
+        if token.token.strip() != str(score):
+            continue
+        mass: Counter = Counter()
+        alternatives = dict(token.top)
+        alternatives.setdefault(token.token, token.logprob)
+        for text, logprob in alternatives.items():
+            digit = text.strip()
+            if digit in ("1", "2", "3", "4", "5") and logprob > -math.inf:
+                mass[int(digit)] += math.exp(logprob)
+        total = sum(mass.values())
+        if total <= 0:
+            return None
+        return {d: mass[d] / total for d in range(1, 6)}
+    return None
+
+
+def expected_score(distribution: dict[int, float]) -> float:
+    """The mean of 1–5 under ``distribution``."""
+    return sum(d * p for d, p in distribution.items())
+
+
 @dataclass
 class JudgeResult:
     """What one batch gave: every judged pair (kept or not), the kept ones, rejects, counts."""
@@ -83,6 +126,8 @@ class JudgeResult:
     skipped: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
     scores: Counter = field(default_factory=Counter)
+    expected_scores: int = 0  # pairs scored by expectation (the rest by the written digit)
+    unscored_relevance: int = 0  # pairs the relevance gate let through for want of a score
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -97,7 +142,9 @@ class Judge:
         *,
         format: Literal["auto", "flow", "prompted"] = "auto",
         prompt: str | Prompt | None = None,
-        min_score: int = 4,
+        min_score: float = 4,
+        score: Literal["expected", "argmax"] = "expected",
+        min_relevance: float | None = None,
         max_tokens: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -105,6 +152,8 @@ class Judge:
             raise ValueError(f"unknown judge format {format!r}; use auto, flow or prompted")
         if not 1 <= min_score <= 5:
             raise ValueError("min_score must be between 1 and 5")
+        if score not in ("expected", "argmax"):
+            raise ValueError(f"unknown judge score {score!r}; use expected or argmax")
         self.llm = llm
         if format == "auto":
             format = "flow" if is_flow_judge(llm.identity) else "prompted"
@@ -115,6 +164,8 @@ class Judge:
         self.prompt.field("user")  # fail now, not at the first pair
         self.prompt_version = self.prompt.version
         self.min_score = min_score
+        self.score = score
+        self.min_relevance = min_relevance
         self.max_tokens = max_tokens or (600 if format == "flow" else 16)
         self.seed = seed
 
@@ -136,6 +187,8 @@ class Judge:
             max_tokens=self.max_tokens, temperature=0.0, seed=self.seed, prompt_version=self.prompt_version
         )
         can = capabilities(self.llm)
+        if self.score == "expected" and can.reports_logprobs:
+            options["top_logprobs"] = SCORE_LOGPROBS
         if self.format == "prompted":
             if can.constrains_json_schema:
                 options["json_schema"] = SCORE_SCHEMA
@@ -147,6 +200,7 @@ class Judge:
 
     def __call__(self, pairs: Sequence[PairRow]) -> JudgeResult:
         result = JudgeResult()
+        pairs = [pair for pair in pairs if self._relevant(pair, result)]
         if not pairs:
             return result
         completions = self.llm.generate([self.request(p) for p in pairs])
@@ -157,21 +211,39 @@ class Judge:
             self._one(pair, completion, result)
         return result
 
+    def _reject(
+        self, result: JudgeResult, pair: PairRow, reason: str, detail: str, raw: str | None, *, skip: bool = False
+    ) -> None:
+        (result.skipped if skip else result.failed)[reason] += 1
+        result.rejects.append(
+            RejectRow(
+                stage=STAGE,
+                input_id=pair.id,
+                reason=reason,
+                detail=detail,
+                input=f"Instruction: {pair.instruction}\n\nAnswer: {pair.answer}",
+                raw_output=raw,
+                model=self.model,
+                prompt_version=self.prompt_version,
+            )
+        )
+
+    def _relevant(self, pair: PairRow, result: JudgeResult) -> bool:
+        """Whether ``pair`` passes the relevance gate (rejecting it when it does not)."""
+        if self.min_relevance is None:
+            return True
+        if pair.relevance is None:
+            result.unscored_relevance += 1
+            return True
+        if pair.relevance >= self.min_relevance:
+            return True
+        detail = f"relevance {pair.relevance:.3f}; pairs need at least {self.min_relevance}"
+        self._reject(result, pair, "irrelevant_answer", detail, None, skip=True)
+        return False
+
     def _one(self, pair: PairRow, completion: Completion, result: JudgeResult) -> None:
         def reject(reason: str, detail: str, *, skip: bool = False) -> None:
-            (result.skipped if skip else result.failed)[reason] += 1
-            result.rejects.append(
-                RejectRow(
-                    stage=STAGE,
-                    input_id=pair.id,
-                    reason=reason,
-                    detail=detail,
-                    input=f"Instruction: {pair.instruction}\n\nAnswer: {pair.answer}",
-                    raw_output=completion.text,
-                    model=self.model,
-                    prompt_version=self.prompt_version,
-                )
-            )
+            self._reject(result, pair, reason, detail, completion.text, skip=skip)
 
         if completion.error_kind not in (None, ErrorKind.INVALID_OUTPUT):
             return reject(completion.error_kind.value, completion.error_detail)
@@ -182,11 +254,23 @@ class Judge:
         if score is None:
             return reject("unparseable_judgement", "no score from 1 to 5 could be read from the reply")
         result.scores[score] += 1
-        if score < self.min_score:
-            return reject("low_score", f"scored {score}; pairs need at least {self.min_score}", skip=True)
+        expected = None
+        if self.score == "expected":
+            distribution = score_distribution(completion, score)
+            if distribution is not None:
+                expected = round(expected_score(distribution), 4)
+                result.expected_scores += 1
+        value = score if expected is None else expected
+        if value < self.min_score:
+            how = f"scored {score}" if expected is None else f"scored {expected:.2f} (expected; wrote {score})"
+            return reject("low_score", f"{how}; pairs need at least {self.min_score}", skip=True)
         result.kept.append(
             dataclasses.replace(
-                pair, judge_score=score, judge_model=self.model, judge_prompt_version=self.prompt_version
+                pair,
+                judge_score=score,
+                judge_expected_score=expected,
+                judge_model=self.model,
+                judge_prompt_version=self.prompt_version,
             )
         )
 

@@ -138,6 +138,11 @@ class InstantiateStage(LLMStage):
     section_name = "instantiate"
     batch_size = 8  # documents whose requests go to the model together
 
+    def __init__(self, config: Config, *, llm: Any = None, prompt: Any = None, embedder: Any = None) -> None:
+        super().__init__(config, llm=llm, prompt=prompt)
+        self.ready_embedder = embedder
+        self.relevance: Any = None
+
     def build(self, llm: Any) -> Any:
         from fineinstructions.stages.instantiate import Instantiator
 
@@ -145,15 +150,46 @@ class InstantiateStage(LLMStage):
         return Instantiator(
             llm, mode=s.mode, prompt=self.prompt or s.prompt, constraint=s.constraint, min_excerpt_ratio=s.min_excerpt_ratio,
             max_tokens=s.max_tokens, max_excerpts=s.max_excerpts, context_window=s.llm.n_ctx, seed=s.seed,
+            region_window=s.region_window, num_chunks=self.config.embed.num_chunks,
         )
 
+    def open(self, worker: Worker) -> None:
+        super().open(worker)
+        if self.section.relevance:
+            from fineinstructions.stages.relevance import RelevanceScorer
+
+            embedder = self.ready_embedder
+            if embedder is None:
+                from fineinstructions.models.embedder import make_embedder
+
+                embedder = make_embedder(self.config.embed)
+            self.relevance = RelevanceScorer(embedder)
+
+    def close(self) -> None:
+        super().close()
+        self.relevance = None
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "ready_embedder": None, "relevance": None}
+
+    def settings(self) -> dict[str, Any]:
+        settings = super().settings()
+        if self.section.region_window is not None:
+            settings["num_chunks"] = self.config.embed.num_chunks
+        if self.section.relevance:
+            settings["relevance_embedder"] = self.config.embed.model
+        return settings
+
     def process(self, batch: Sequence[tuple[DocumentRow, list[MatchRow]]]) -> StageBatch:
-        work = [
-            (document, [_template(m) for m in sorted(matches, key=lambda m: m.chunk)])
-            for document, matches in batch
-            if matches
-        ]
+        work = []
+        for document, matches in batch:
+            ordered = sorted(matches, key=lambda m: m.chunk)
+            if ordered:
+                work.append((document, [_template(m) for m in ordered], [m.chunk for m in ordered]))
         out, result = self._call(work, "pairs", "skipped")
+        if self.relevance is not None:
+            texts = {document.id: document.text for document, _, _ in work}
+            out.rows = self.relevance(out.rows, texts)
         out.add(
             documents=result.documents, truncated_documents=result.truncated_documents, markers=result.markers,
             unresolved_markers=result.unresolved_markers, ambiguous_markers=result.ambiguous_markers,
@@ -177,9 +213,13 @@ class JudgeStage(LLMStage):
         from fineinstructions.stages.judge import Judge
 
         s = self.section
-        return Judge(llm, format=s.format, prompt=self.prompt or s.prompt, min_score=s.min_score, max_tokens=s.max_tokens)
+        return Judge(
+            llm, format=s.format, prompt=self.prompt or s.prompt, min_score=s.min_score, score=s.score,
+            min_relevance=s.min_relevance, max_tokens=s.max_tokens,
+        )
 
     def process(self, batch: Sequence[PairRow]) -> StageBatch:
         out, result = self._call(batch, "kept", "skipped")
         out.add(**{f"score:{k}": v for k, v in result.scores.items()})
+        out.add(expected_scores=result.expected_scores, unscored_relevance=result.unscored_relevance)
         return out

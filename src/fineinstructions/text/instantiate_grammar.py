@@ -18,12 +18,19 @@ whether they answer the instruction, is still for the judge.
 Sentences are numbered 1..n. For sentence ``i``, ``x_i ::= P_i "<...>" t_i`` and
 ``t_i ::= S_i | t_{i+1}``: a suffix of sentence ``i`` or of any later one. That is O(n)
 rules for n sentences, compiled in milliseconds.
+
+**Matched region.** The chunk whose Gaussian-pooled vector retrieved a template predicts
+where in the document its answer lies (the FineInstructions paper measures a 0.99
+correlation). Given a ``region`` (character offsets, from :func:`chunk_region`), excerpts
+may only *start* at sentences that begin inside it (they may still run past its end);
+when the region holds no usable anchor, the whole document is allowed.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import chain
 
 from fineinstructions.text.excerpt import ELLIPSIS, MARKER_CLOSE, MARKER_OPEN, normalize_whitespace
 from fineinstructions.text.template import parse_template
@@ -48,6 +55,30 @@ class Anchor:
 def sentences(text: str) -> list[str]:
     """The document's sentences (and lines), whitespace collapsed, empty ones dropped."""
     return [s for s in (normalize_whitespace(part) for part in _SENTENCE_END.split(text)) if s]
+
+
+def sentence_offsets(text: str) -> list[int]:
+    """The character offset in ``text`` where each sentence of :func:`sentences` starts."""
+    offsets, position = [], 0
+    for separator in chain(_SENTENCE_END.finditer(text), [None]):
+        end = separator.start() if separator else len(text)
+        part = text[position:end]
+        if part.strip():
+            offsets.append(position + len(part) - len(part.lstrip()))
+        position = separator.end() if separator else len(text)
+    return offsets
+
+
+def chunk_region(chunk: int, num_chunks: int, length: int, window: float) -> tuple[int, int] | None:
+    """The characters of a ``length``-character document around the centre of local
+    chunk ``chunk`` (1..``num_chunks``; centres at ``chunk / (num_chunks + 1)`` of the
+    document, as in :func:`~fineinstructions.models.pooling.gaussian_pool`), ``window``
+    of the document either side; ``None`` for the global vector (chunk 0), an unknown
+    chunk, or no window."""
+    if not window or chunk < 1 or chunk > num_chunks or length <= 0:
+        return None
+    centre = chunk / (num_chunks + 1)
+    return max(0, int((centre - window) * length)), min(length, int((centre + window) * length) + 1)
 
 
 def excerpt_anchors(text: str, *, words: int = 4, max_prefix_words: int = 12) -> list[Anchor]:
@@ -101,10 +132,16 @@ def document_grammar(
     max_lead_chars: int = 0,
     max_gap_chars: int = 24,
     anchor_words: int = 4,
+    region: tuple[int, int] | None = None,
+    min_region_sentences: int = 3,
 ) -> str | None:
     """The grammar for instantiating ``template`` on ``document``; ``None`` when the
     document offers no usable excerpt anchor (or has more than :data:`MAX_SENTENCES`
-    sentences), and a looser constraint must do."""
+    sentences), and a looser constraint must do.
+
+    With ``region`` (``[start, end)`` character offsets), excerpts start only at
+    sentences that begin inside it, widened to the ``min_region_sentences`` usable
+    sentences nearest its centre when it holds fewer."""
     anchors = excerpt_anchors(document, words=anchor_words)[:MAX_SENTENCES]
     n = len(anchors)
     # t_i exists when some sentence at or after i has a suffix.
@@ -114,6 +151,8 @@ def document_grammar(
     starts = [i for i, anchor in enumerate(anchors) if anchor.prefix is not None and has_tail[i]]
     if not starts:
         return None
+    if region is not None:
+        starts = region_starts(starts, sentence_offsets(document), region, min_region_sentences)
     lines = [
         'root ::= "null" | "{\\"instruction\\": \\"" instruction "\\", \\"answer\\": \\"" answer "\\"}"',
         "instruction ::= " + instruction_rule(template),
@@ -138,3 +177,41 @@ def document_grammar(
             choices.append(f"t{i + 1}")
         lines.append(f"t{i} ::= " + " | ".join(choices))
     return "\n".join(lines) + "\n"
+
+
+def region_starts(
+    starts: list[int], offsets: list[int], region: tuple[int, int], minimum: int = 3
+) -> list[int]:
+    """The sentences of ``starts`` that begin inside ``region``, or, when fewer than
+    ``minimum`` do, the ``minimum`` nearest its centre (in document order)."""
+    low, high = region
+    inside = [i for i in starts if low <= offsets[i] < high]
+    if len(inside) >= minimum:
+        return inside
+    centre = (low + high) / 2
+    nearest = sorted(starts, key=lambda i: (abs(offsets[i] - centre), i))[:minimum]
+    return sorted(nearest)
+
+
+def region_opening(document: str, region: tuple[int, int], words: int = 8) -> str:
+    """The first words of the first sentence that starts in ``region``."""
+    offsets = sentence_offsets(document)
+    start = next((o for o in offsets if region[0] <= o < region[1]), region[0])
+    return " ".join(document[start:].split()[:words])
+
+
+_CUT_AT = re.compile(r"[.!?]\s|\n")
+
+
+def cut_at_boundary(text: str, keep: int) -> str:
+    """``text[:keep]``, moved back to the last sentence end (or else word end) in its
+    last fifth, so a cut document does not end mid-word."""
+    if keep >= len(text):
+        return text
+    head = text[: max(keep, 0)]
+    floor = int(len(head) * 0.8)
+    ends = [m.end() for m in _CUT_AT.finditer(head, floor)]
+    if ends:
+        return head[: ends[-1]].rstrip()
+    space = head.rfind(" ", floor)
+    return head[:space].rstrip() if space > 0 else head

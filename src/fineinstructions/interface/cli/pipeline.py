@@ -75,20 +75,24 @@ def instantiate(matches, templates, documents, output, mode, constraint, min_exc
 @click.command("judge", short_help="Score pairs 1-5 and keep the good ones.")
 @click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the kept pairs.")
-@click.option("--min-score", type=int, help="Keep pairs scored at least this (default 4).")
+@click.option("--min-score", type=float, help="Keep pairs scored at least this (default 4; the expected score where the backend reports log-probabilities).")
+@click.option("--min-relevance", type=float, help="Relevance gate: skip pairs whose instruction-answer relevance is below this before judging them.")
 @click.option("--format", "judge_format", type=click.Choice(["auto", "flow", "prompted"]), help="Prompt format (default: auto, flow for Flow-Judge models).")
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @output_options
 @executor_options
 @config_options
-def judge(pairs, output, min_score, judge_format, overwrite, quiet, **options) -> None:
+def judge(pairs, output, min_score, min_relevance, judge_format, overwrite, quiet, **options) -> None:
     """Score each pair in PAIRS from 1 (off-topic) to 5 (fully answers, nothing
-    extraneous) and keep those scoring at least --min-score. Unreadable judgements are
-    counted and their pairs dropped; every dropped pair is in OUTPUT.rejects.jsonl."""
+    extraneous) and keep those scoring at least --min-score. Pairs below --min-relevance
+    are skipped before the judge sees them. Unreadable judgements are counted and their
+    pairs dropped; every dropped pair is in OUTPUT.rejects.jsonl."""
     from fineinstructions.execution.judge import run_judge
 
-    config = build_config(options, settings={"judge.min_score": min_score, "judge.format": judge_format})
+    config = build_config(
+        options, settings={"judge.min_score": min_score, "judge.min_relevance": min_relevance, "judge.format": judge_format},
+    )
     log = _log(quiet)
     with open_executor(options, config) as executor:
         stats = run_judge(
