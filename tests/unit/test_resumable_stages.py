@@ -81,6 +81,8 @@ def test_instantiate_counts_balance_and_shards_are_marked(tmp_path):
     assert stats["failed"] == {"low_excerpt_ratio": 3}  # " ok" after a short excerpt
     pairs = list(read_rows([tmp_path / "pairs"], PairRow))
     assert len(pairs) == stats["out"] == 5
+    # Every pair carries the embedder's relevance scores, for the judge's gate.
+    assert all(-1 <= p.relevance <= 1 and -1 <= p.passage_relevance <= 1 for p in pairs)
     assert sorted(p.name for p in (tmp_path / "pairs" / ".shards").glob("0*.json")) == ["00000.json", "00001.json", "00002.json"]
     rejects = [json.loads(line) for line in (tmp_path / "pairs.rejects.jsonl").read_text().splitlines()]
     assert sorted(r["reason"] for r in rejects) == ["incompatible"] * 2 + ["low_excerpt_ratio"] * 3

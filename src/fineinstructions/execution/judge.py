@@ -48,7 +48,9 @@ def run_judge(
     judge = stage.describe()
     log(
         f"judge: {judge.model}, {judge.format} format, prompt {judge.prompt_version}, "
-        f"keep >= {judge.min_score}, executor {getattr(executor, 'kind', 'local')}"
+        f"keep {judge.score} score >= {judge.min_score}"
+        + (f", relevance >= {judge.min_relevance}" if judge.min_relevance is not None else "")
+        + f", executor {getattr(executor, 'kind', 'local')}"
     )
     out = Path(output)
     run = run_stage(
@@ -64,6 +66,10 @@ def run_judge(
             **outcomes(c),
             "score_histogram": {str(k): c.get(f"score:{k}", 0) for k in range(1, 6)},
             "min_score": judge.min_score,
+            "score": judge.score,
+            "expected_scores": c.get("expected_scores", 0),
+            "min_relevance": judge.min_relevance,
+            "unscored_relevance": c.get("unscored_relevance", 0),
             "model": judge.model,
             "format": judge.format,
             "prompt_version": judge.prompt_version,

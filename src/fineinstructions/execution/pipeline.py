@@ -185,7 +185,8 @@ def summarize(templates: dict, index: dict, matches: dict, pairs: dict, judged: 
                 "completion_tokens_per_s", "completion_tokens_per_s_per_worker",
             ),
             "judge": _step(
-                j, "score_histogram", "min_score", "model", "format", "prompt_version", "prompt_tokens",
+                j, "score_histogram", "min_score", "score", "expected_scores", "min_relevance", "unscored_relevance",
+                "model", "format", "prompt_version", "prompt_tokens",
                 "cached_prompt_tokens", "completion_tokens", "model_calls", "cache_hits", "seconds", "wall_seconds",
                 "pairs_per_s", "pairs_per_s_per_worker",
             ),

@@ -199,8 +199,10 @@ def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Pat
         pair_html.append(
             f'<div class="pair"><div><p><b>Instruction</b></p><pre>{html.escape(pair.instruction)}</pre>'
             f"<p><b>Answer</b></p><pre>{html.escape(pair.answer)}</pre>"
-            f'<p class="meta">judge {pair.judge_score} · excerpt ratio {pair.excerpt_ratio:.2f} · '
-            f"{html.escape(pair.template_id)}</p></div>"
+            f'<p class="meta">judge {pair.judge_score}'
+            + (f" (expected {pair.judge_expected_score:.2f})" if pair.judge_expected_score is not None else "")
+            + (f" · relevance {pair.relevance:.2f}" if pair.relevance is not None else "")
+            + f" · excerpt ratio {pair.excerpt_ratio:.2f} · {html.escape(pair.template_id)}</p></div>"
             f'<div><p><b>Document</b> <span class="meta">{html.escape(pair.document_id)}</span></p><pre>{passage}</pre></div></div>'
         )
 
