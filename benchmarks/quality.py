@@ -225,7 +225,7 @@ def measure(args: argparse.Namespace) -> None:
     print(f"\nconfigured vs today: precision x{precision / max(base[2], 1e-9):.2f}, "
           f"useful pairs kept {useful} of today's {base[1]} ({useful / max(base[1], 1):.0%})")
     if args.calibrate:
-        calibrate(labels, relevance, score, base)
+        calibrate(labels, relevance, score, today, [p.document_id for p in pairs])
     if args.output:
         Path(args.output).write_text("".join(
             json.dumps({"pair_id": p.id, "useful": bool(u), "written": _num(w), "expected": _num(e),
@@ -239,10 +239,10 @@ def _num(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
-def calibrate(labels: np.ndarray, relevance: np.ndarray, score: np.ndarray, base: tuple) -> None:
-    """The thresholds with the best precision that keep at least half of the useful pairs
-    today's judge keeps (ties: more useful pairs kept)."""
-    floor = (base[1] + 1) // 2
+def best_thresholds(labels: np.ndarray, relevance: np.ndarray, score: np.ndarray, today: np.ndarray) -> list[tuple]:
+    """Every (min_relevance, min_score) that keeps at least half of the useful pairs
+    ``today`` keeps, best precision first (ties: more useful pairs kept)."""
+    floor = (int((today & labels).sum()) + 1) // 2
     candidates = []
     gates = [None] + sorted({round(float(v), 2) for v in np.nanquantile(relevance, np.linspace(0, 0.9, 46))})
     for gate in gates:
@@ -253,10 +253,44 @@ def calibrate(labels: np.ndarray, relevance: np.ndarray, score: np.ndarray, base
             if useful >= floor and kept:
                 candidates.append((precision, useful, gate, float(min_score), kept, recall))
     candidates.sort(key=lambda c: (-c[0], -c[1]))
-    print(f"\ncalibration: best precision keeping >= {floor} useful pairs (half of today's {base[1]})")
+    return candidates
+
+
+def keep_at(gate: float | None, min_score: float, relevance: np.ndarray, score: np.ndarray) -> np.ndarray:
+    passed = np.ones(len(score), bool) if gate is None else np.nan_to_num(relevance, nan=1.0) >= gate
+    return passed & (np.nan_to_num(score) >= min_score)
+
+
+def calibrate(labels, relevance, score, today, documents: list[str]) -> None:
+    """The thresholds with the best precision on the whole set, then the same choice made
+    on half the documents and measured on the other half (both ways), so the figure a
+    user can expect is not the one the thresholds were fitted to."""
+    base = outcome(today, labels)
+    candidates = best_thresholds(labels, relevance, score, today)
+    print(f"\ncalibration: best precision keeping >= {(base[1] + 1) // 2} useful pairs (half of today's {base[1]})")
     print(f"{'min_relevance':>13} {'min_score':>9} {'kept':>5} {'useful':>6} {'precision':>9} {'recall':>7}")
     for precision, useful, gate, min_score, kept, recall in candidates[:10]:
         print(f"{str(gate):>13} {min_score:9.2f} {kept:5d} {useful:6d} {precision:9.3f} {recall:7.3f}")
+    names = sorted(set(documents))
+    random.Random(0).shuffle(names)
+    half = set(names[: len(names) // 2])
+    fold = np.array([d in half for d in documents])
+    print("\nheld out (thresholds chosen on one half of the documents, measured on the other):")
+    print(f"{'fold':>5} {'min_relevance':>13} {'min_score':>9} {'kept':>5} {'useful':>6} {'precision':>9} "
+          f"{'today':>7} {'x today':>7} {'useful vs today':>15}")
+    for name, fit in (("A->B", fold), ("B->A", ~fold)):
+        test = ~fit
+        chosen = best_thresholds(labels[fit], relevance[fit], score[fit], today[fit])
+        if not chosen:
+            print(f"{name:>5} no thresholds keep half of today's useful pairs")
+            continue
+        _, _, gate, min_score, _, _ = chosen[0]
+        keep = keep_at(gate, min_score, relevance[test], score[test])
+        kept, useful, precision, _ = outcome(keep, labels[test])
+        _, today_useful, today_precision, _ = outcome(today[test], labels[test])
+        ratio = f"{precision / today_precision:7.2f}" if today_precision else f"{'n/a':>7}"
+        print(f"{name:>5} {str(gate):>13} {min_score:9.2f} {kept:5d} {useful:6d} {precision:9.3f} "
+              f"{today_precision:7.3f} {ratio} {useful:>7d} of {today_useful:<5d}")
 
 
 def main() -> None:
