@@ -244,7 +244,7 @@ def best_thresholds(labels: np.ndarray, relevance: np.ndarray, score: np.ndarray
     ``today`` keeps, best precision first (ties: more useful pairs kept)."""
     floor = (int((today & labels).sum()) + 1) // 2
     candidates = []
-    gates = [None] + sorted({round(float(v), 2) for v in np.nanquantile(relevance, np.linspace(0, 0.9, 46))})
+    gates = [None] + sorted({round(float(v), 2) for v in relevance[~np.isnan(relevance)]})
     for gate in gates:
         passed = np.ones(len(labels), bool) if gate is None else np.nan_to_num(relevance, nan=1.0) >= gate
         for min_score in np.round(np.arange(1.0, 5.01, 0.05), 2):

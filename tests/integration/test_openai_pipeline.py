@@ -65,4 +65,4 @@ def test_templatize_instantiate_and_judge_all_through_a_server(server, tmp_path)
     judge = stages["judge"]
     assert judge["in"] == instantiate["out"]
     assert "backend_error" not in judge.get("failed", {})
-    assert sum(judge["score_histogram"].values()) + judge["failed"].get("unparseable_judgement", 0) == judge["in"]
+    assert sum(judge["score_histogram"].values()) + judge["failed"].get("unparseable_judgement", 0) + judge["skipped"].get("irrelevant_answer", 0) == judge["in"]

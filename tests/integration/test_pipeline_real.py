@@ -102,7 +102,8 @@ def test_run_end_to_end_on_real_queries_and_documents(tmp_path):
     assert funnel["matches"] >= funnel["instantiated"] >= funnel["grounded"] >= funnel["judged_kept"] >= funnel["packed"]
     assert stages["instantiate"]["unresolved_markers"] == 0
     assert stages["instantiate"]["cached_prompt_tokens"] > 0
-    assert sum(stages["judge"]["score_histogram"].values()) + stages["judge"]["failed"].get("unparseable_judgement", 0) == stages["judge"]["in"]
+    judge = stages["judge"]
+    assert sum(judge["score_histogram"].values()) + judge["failed"].get("unparseable_judgement", 0) + judge["skipped"].get("irrelevant_answer", 0) == judge["in"]
 
     texts = {d.id: d.text for d in documents}
     rows = list(read_rows([out / "dataset"], PairRow))

@@ -49,7 +49,9 @@ def test_embedded_preset():
     assert config.judge.llm.model == "embedded"
     assert config.embed.model == "embedded"
     assert config.match.threshold is None  # the embedder's calibrated value
-    assert config.judge.min_score == 4
+    # Calibrated on the rated set for the 135M judge's expected score and MiniLM's relevance.
+    assert (config.judge.score, config.judge.min_score, config.judge.min_relevance) == ("expected", 3.0, 0.45)
+    assert config.instantiate.relevance and config.instantiate.region_window == 0.15
     assert config.instantiate.min_excerpt_ratio == 0.8
     assert config.pack.tokenizer == "embedded"
     assert config.pack.seed == 0
@@ -535,7 +537,11 @@ def test_run_settings_leave_the_fingerprint_alone(override):
         "instantiate.max_excerpts=2",
         "templatize.prompt=other.toml",
         "match.threshold=0.7",
-        "judge.min_score=3",
+        "judge.min_score=3.5",
+        "judge.min_relevance=0.2",
+        "judge.score=argmax",
+        "instantiate.region_window=0.3",
+        "instantiate.relevance=false",
         "pack.tokenizer=gpt2",
         "embed.model=other",
         "index.kind=hnsw",

@@ -138,10 +138,7 @@ class InstantiateStage(LLMStage):
     section_name = "instantiate"
     batch_size = 8  # documents whose requests go to the model together
 
-    def __init__(self, config: Config, *, llm: Any = None, prompt: Any = None, embedder: Any = None) -> None:
-        super().__init__(config, llm=llm, prompt=prompt)
-        self.ready_embedder = embedder
-        self.relevance: Any = None
+    relevance: Any = None  # the worker's RelevanceScorer, with instantiate.relevance
 
     def build(self, llm: Any) -> Any:
         from fineinstructions.stages.instantiate import Instantiator
@@ -156,21 +153,17 @@ class InstantiateStage(LLMStage):
     def open(self, worker: Worker) -> None:
         super().open(worker)
         if self.section.relevance:
+            from fineinstructions.models.embedder import make_embedder
             from fineinstructions.stages.relevance import RelevanceScorer
 
-            embedder = self.ready_embedder
-            if embedder is None:
-                from fineinstructions.models.embedder import make_embedder
-
-                embedder = make_embedder(self.config.embed)
-            self.relevance = RelevanceScorer(embedder)
+            self.relevance = RelevanceScorer(make_embedder(self.config.embed))
 
     def close(self) -> None:
         super().close()
         self.relevance = None
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "ready_embedder": None, "relevance": None}
+        return {**super().__getstate__(), "relevance": None}
 
     def settings(self) -> dict[str, Any]:
         settings = super().settings()
