@@ -109,9 +109,10 @@ def test_recovers_when_the_server_is_killed_and_restarted_mid_batch():
 
 
 @contextlib.contextmanager
-def scripted_server(answer):
+def scripted_server(answer, bodies=None):
     """A real HTTP server on 127.0.0.1 whose chat answers come from ``answer(n)``
-    (n counts POSTs from 1), returning ``(status, headers, body)``; yields its base URL."""
+    (n counts POSTs from 1), returning ``(status, headers, body)``; yields its base URL.
+    ``bodies``, a list, receives each request's JSON body."""
 
     class Handler(BaseHTTPRequestHandler):
         posts = 0
@@ -125,7 +126,9 @@ def scripted_server(answer):
             self.wfile.write(b'{"data": []}')
 
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
+            sent = self.rfile.read(int(self.headers["Content-Length"]))
+            if bodies is not None:
+                bodies.append(json.loads(sent))
             Handler.posts += 1
             status, headers, body = answer(Handler.posts)
             self.send_response(status)
@@ -166,6 +169,31 @@ def test_gives_up_with_a_counted_error_not_an_exception():
         out = llm.generate([Request.chat(("user", "a")), Request.chat(("user", "b"))])
     assert [c.error_kind for c in out] == [ErrorKind.BACKEND_ERROR, ErrorKind.BACKEND_ERROR]
     assert "HTTP 503" in out[0].error_detail and "3 attempts" in out[0].error_detail
+
+
+def test_token_logprobs_come_back_from_the_server(server):
+    request = Request.chat(("user", "Name a colour."), json_schema=SCHEMA, max_tokens=12, top_logprobs=5)
+    (completion,) = client(server).generate([request])
+    assert completion.ok and completion.logprobs
+    assert "".join(t.token for t in completion.logprobs).strip() == completion.text.strip()
+    for token in completion.logprobs:  # the 5 most likely, and the server adds the chosen one
+        assert len(token.top) <= 6 and [lp for _, lp in token.top] == sorted((lp for _, lp in token.top), reverse=True)
+
+
+def test_a_server_that_refuses_logprobs_is_asked_without_them_from_then_on():
+    bodies = []
+
+    def answer(n):
+        if "logprobs" in bodies[-1]:
+            return 500, {}, {"error": {"message": "logprobs is not supported for models created with logits_all=False"}}
+        return 200, {}, {"choices": [{"message": {"content": '{"score": 4}'}, "finish_reason": "stop"}], "usage": {}}
+
+    with scripted_server(answer, bodies) as base_url:
+        llm = backend_class("openai")("m", base_url=base_url, backoff_base=0.01)
+        first, second = (llm.generate([Request.chat(("user", "x"), top_logprobs=5)])[0] for _ in range(2))
+    assert first.text == second.text == '{"score": 4}' and not first.logprobs
+    assert llm.logprobs_refused
+    assert ["logprobs" in body for body in bodies] == [True, False, False]  # asked once, never again
 
 
 def test_payload_dialects():

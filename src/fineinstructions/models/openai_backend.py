@@ -154,6 +154,9 @@ class OpenAICompatibleLLM:
         self.backoff_max = backoff_max
         self.tokenizer = tokenizer
         self.retries = 0  # retried attempts so far, for reports and tests
+        # Set when the server refused a request for token log-probabilities (llama-cpp-python's
+        # server without logits_all, for one): later requests no longer ask for them.
+        self.logprobs_refused = False
         self._checked = False
         self._pool: Any = None  # the sending threads and their client, made on first use
         self._client: Any = None
@@ -214,7 +217,7 @@ class OpenAICompatibleLLM:
         }
         if request.stop:
             body["stop"] = list(request.stop)
-        if request.top_logprobs:
+        if request.top_logprobs and not self.logprobs_refused:
             body.update(logprobs=True, top_logprobs=request.top_logprobs)
         spec = DIALECTS[self.dialect]
         if request.json_schema is not None:
@@ -264,6 +267,12 @@ class OpenAICompatibleLLM:
                     return self._completion(request, response.json())
                 message, code = error_details(response)
                 last = f"HTTP {response.status_code}: {message}"
+                if "logprobs" in body and "logprob" in message.lower():
+                    # The server cannot give log-probabilities: ask without them (the
+                    # caller falls back to the text), now and for every later request.
+                    self.logprobs_refused = True
+                    body = {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
+                    continue
                 if response.status_code not in _RETRY_STATUS:
                     overflow = _is_context_overflow(response.status_code, message, code)
                     return failed(ErrorKind.CONTEXT_OVERFLOW if overflow else ErrorKind.BACKEND_ERROR, last)
