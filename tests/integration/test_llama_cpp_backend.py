@@ -107,3 +107,18 @@ def test_count_tokens_matches_the_tokenizer(llm):
 
     text = "Instruction: Why is the sky blue?\n\nAnswer: Rayleigh scattering."
     assert llm.count_tokens(text) == load_token_counter("embedded").count([text])[0]
+
+
+def test_token_logprobs_are_the_models_own_distribution_with_or_without_a_grammar(llm):
+    prompt = ("user", "Rate the sentence 'the sky is blue' from 1 to 5 as JSON.")
+    for options in ({}, {"json_schema": SCHEMA}):
+        plain, asked = llm.generate([Request.chat(prompt, max_tokens=24, **options),
+                                     Request.chat(prompt, max_tokens=24, top_logprobs=4, **options)])
+        assert asked.text == plain.text and not plain.logprobs  # asking changes nothing else
+        assert len(asked.logprobs) == asked.completion_tokens > 0
+        for token in asked.logprobs:
+            assert len(token.top) == 4 and token.top[0][1] >= token.top[-1][1]
+            # Greedy picks the most likely token unless the grammar overrules the model.
+            assert token.logprob <= token.top[0][1] + 1e-6
+            if not options:
+                assert token.top[0] == (token.token, pytest.approx(token.logprob))

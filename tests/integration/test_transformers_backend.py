@@ -68,3 +68,15 @@ def test_stop_strings_and_seeded_sampling(llm):
     assert first == again
     texts = {llm.generate([Request.chat(prompt, max_tokens=8, temperature=1.2, seed=s)])[0].text for s in range(5)}
     assert len(texts) > 1
+
+
+def test_token_logprobs_are_the_models_distribution_at_each_generated_token(llm):
+    prompts = ["Say hi.", "Name a fruit that is yellow and long."]
+    asked = llm.generate([Request.chat(("user", p), max_tokens=8, top_logprobs=3) for p in prompts])
+    plain = llm.generate([Request.chat(("user", p), max_tokens=8) for p in prompts])
+    for with_logprobs, without in zip(asked, plain, strict=True):
+        assert with_logprobs.text == without.text and not without.logprobs  # asking changes nothing else
+        assert len(with_logprobs.logprobs) == with_logprobs.completion_tokens
+        for token in with_logprobs.logprobs:
+            assert len(token.top) == 3 and token.top[0][1] >= token.top[1][1] >= token.top[2][1]
+            assert token.top[0] == (token.token, pytest.approx(token.logprob))  # greedy: the most likely
