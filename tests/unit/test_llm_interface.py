@@ -207,3 +207,22 @@ def test_asking_for_logprobs_is_a_distinct_request_and_old_keys_stay_valid():
     assert request_key("m", plain) != request_key("m", Request.chat(("user", "u"), top_logprobs=5))
     with pytest.raises(ValueError, match="top_logprobs"):
         Request.chat(("user", "u"), top_logprobs=21)
+
+
+def test_vllm_logprobs_become_token_logprobs_most_likely_first():
+    from types import SimpleNamespace as Obj
+
+    from fineinstructions.models.vllm_backend import _logprobs
+
+    tokenizer = Obj(decode=lambda ids: {7: "4", 8: "5", 9: "}"}[ids[0]])
+    choice = Obj(
+        token_ids=[7, 9],
+        logprobs=[
+            {8: Obj(logprob=-0.5, decoded_token="5"), 7: Obj(logprob=-1.0, decoded_token="4")},
+            {9: Obj(logprob=-0.01, decoded_token=None)},
+        ],
+    )
+    four, brace = _logprobs(choice, tokenizer)
+    assert four == TokenLogprob("4", -1.0, (("5", -0.5), ("4", -1.0)))  # sampled, not the most likely
+    assert brace == TokenLogprob("}", -0.01, (("}", -0.01),))  # decoded by the tokenizer when vLLM did not
+    assert _logprobs(Obj(token_ids=[7], logprobs=None), tokenizer) == ()
