@@ -78,21 +78,26 @@ def rebuild(spans: list[tuple[int, int]], around: list[str], document: str) -> s
 
 def sheets(args: argparse.Namespace) -> None:
     documents = {d.id: d.text for d in read_documents([args.documents])}
-    pool: dict[str, tuple[PairRow, str]] = {}
+    rated = set()
+    for path in args.exclude:  # pairs already rated: the same pair id with the same excerpts
+        rated |= {(r["pair_id"], json.dumps(r["excerpt_spans"])) for r in map(json.loads, Path(path).read_text(encoding="utf-8").splitlines())}
+    pool: dict[tuple[str, str], tuple[PairRow, str]] = {}
     for run in args.runs:
         for pair in read_rows([Path(run) / "pairs"], PairRow):
-            pool.setdefault(pair.id, (pair, run))
+            key = (pair.id, json.dumps([list(span) for span in pair.excerpt_spans]))
+            if key not in rated:
+                pool.setdefault(key, (pair, run))
     chosen = sorted(pool)
     random.Random(args.seed).shuffle(chosen)
     written = 0
     with open(args.output, "w", encoding="utf-8") as out:
-        for pair_id in chosen[: args.limit]:
-            pair, run = pool[pair_id]
+        for key in chosen[: args.limit]:
+            pair, run = pool[key]
             document = documents[pair.document_id]
             spans = [tuple(span) for span in pair.excerpt_spans]
             around = pieces(pair.answer, document, spans)
             if around is None:
-                print(f"skipped {pair_id}: its spans are not in its answer", file=sys.stderr)
+                print(f"skipped {pair.id}: its spans are not in its answer", file=sys.stderr)
                 continue
             seen = document[: pair.document_chars] if pair.document_chars else document
             out.write(json.dumps({
@@ -110,6 +115,7 @@ def sheets(args: argparse.Namespace) -> None:
 
 def collect(args: argparse.Namespace) -> None:
     sheet = {row["pair_id"]: row for row in map(json.loads, Path(args.sheets).read_text(encoding="utf-8").splitlines())}
+    existing = Path(args.output).read_text(encoding="utf-8").splitlines() if args.append and Path(args.output).exists() else []
     rows = []
     for path in args.labels:
         for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
@@ -130,6 +136,7 @@ def collect(args: argparse.Namespace) -> None:
             })
     seen = set()
     rows = [r for r in rows if not (r["pair_id"] in seen or seen.add(r["pair_id"]))]
+    rows = [json.loads(line) for line in existing] + rows
     Path(args.output).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     useful = sum(r["label"] == "useful" for r in rows)
     print(f"{len(rows)} rated pairs ({useful} useful): {args.output}")
@@ -146,8 +153,9 @@ def rated_pairs(ratings: Path, documents: Path) -> tuple[list[PairRow], np.ndarr
         document = texts[row["document_id"]]
         answer = rebuild(spans, row["answer_pieces"], document)
         excerpted = sum(e - s for s, e in spans)
+        seen = sum(p.id.split("~")[0] == row["pair_id"] for p in pairs)  # the same pair, other excerpts
         pairs.append(PairRow(
-            id=row["pair_id"], document_id=row["document_id"], template_id=row["template_id"], query_id=row["query_id"],
+            id=row["pair_id"] + (f"~{seen + 1}" if seen else ""), document_id=row["document_id"], template_id=row["template_id"], query_id=row["query_id"],
             instruction=row["instruction"], answer=answer, excerpt_ratio=excerpted / max(len(answer), 1),
             excerpt_spans=tuple(spans),
         ))
@@ -302,10 +310,12 @@ def main() -> None:
     s.add_argument("--documents", default=str(DOCUMENTS))
     s.add_argument("--limit", type=int, default=300)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--exclude", action="append", default=[], help="a ratings file whose pairs are not sheeted again")
     c = commands.add_parser("collect", help="join raters' labels to the sheets' ids")
     c.add_argument("sheets")
     c.add_argument("labels", nargs="+")
     c.add_argument("-o", "--output", default=str(RATINGS))
+    c.add_argument("--append", action="store_true", help="add to the ratings the output file already holds")
     m = commands.add_parser("measure", help="every signal against the ratings (the default)")
     for p in (parser, m):
         p.add_argument("--ratings", default=str(RATINGS))
