@@ -28,7 +28,9 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 STAGES = ("templatize", "index", "match", "instantiate", "judge", "pack")
 # Two workers per stage on a 2-CPU machine, leaving room for the reading tasks.
 TWO_WORKERS = [f"ray.{s}.actors=2" for s in STAGES] + [f"ray.{s}.cpus_per_actor=0.8" for s in STAGES]
-SETTINGS = ["match.threshold=0.15", "instantiate.shard_size=1", "judge.batch_size=2", *TWO_WORKERS]
+# A low threshold gives every stage work; the relevance gate would drop those poor pairs
+# before the judge (it is tested on its own), so it is off: the judge must run here.
+SETTINGS = ["match.threshold=0.15", "instantiate.shard_size=1", "judge.batch_size=2", "judge.min_relevance=null", *TWO_WORKERS]
 # Shards finish in whatever order the workers take; the rows must not depend on it.
 UNORDERED = [*SETTINGS, "ray.preserve_order=false"]
 
