@@ -18,7 +18,6 @@ from fineinstructions.config import load_config
 from fineinstructions.execution.pipeline import run_pipeline
 from fineinstructions.interface.report import write_report
 from fineinstructions.io import read_documents, read_rows
-from fineinstructions.models.llama_cpp_backend import LlamaCppLLM
 from fineinstructions.records import DocumentRow, PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator
 from fineinstructions.text.excerpt import expand_excerpts
@@ -37,14 +36,6 @@ def real_documents(n: int, step: int = 37) -> list[DocumentRow]:
 
 def balanced(step: dict) -> bool:
     return step["in"] == step["out"] + sum(step.get("skipped", {}).values()) + sum(step.get("failed", {}).values())
-
-
-@pytest.fixture(scope="module")
-def llm():
-    backend = LlamaCppLLM("embedded", n_ctx=4096)
-    backend.load()
-    yield backend
-    backend.close()
 
 
 def test_the_document_grammar_compiles_and_admits_only_real_excerpts(llm):

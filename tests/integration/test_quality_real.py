@@ -9,7 +9,6 @@ import pytest
 from fineinstructions.config import load_config
 from fineinstructions.io import read_documents
 from fineinstructions.models.embedder import make_embedder
-from fineinstructions.models.llama_cpp_backend import LlamaCppLLM
 from fineinstructions.records import DocumentRow, PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator
 from fineinstructions.stages.judge import Judge
@@ -30,14 +29,6 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 def documents(n: int, source: str = "xsum-bbc") -> list[DocumentRow]:
     found = [d for d in read_documents([DATA / "documents.jsonl"]) if d.source == source and 1500 < len(d.text) < 5000]
     return found[:n]
-
-
-@pytest.fixture(scope="module")
-def llm():
-    backend = LlamaCppLLM("embedded", n_ctx=4096)
-    backend.load()
-    yield backend
-    backend.close()
 
 
 def pair(n: int, document: DocumentRow, instruction: str, start: int, end: int) -> PairRow:

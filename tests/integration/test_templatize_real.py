@@ -13,7 +13,6 @@ from fineinstructions.config import load_config
 from fineinstructions.execution.templatize import beside, run_templatize
 from fineinstructions.interface.cli import main
 from fineinstructions.io import read_rows
-from fineinstructions.models.llama_cpp_backend import LlamaCppLLM
 from fineinstructions.models.llm import Request
 from fineinstructions.records import TemplateRow
 from fineinstructions.stages.templatize import Templatizer
@@ -30,14 +29,6 @@ KNOWN_REASONS = {
     "description_repeats_template", "description_copies_example", "invalid_output", "truncated",
     "context_overflow", "backend_error",
 }
-
-
-@pytest.fixture(scope="module")
-def llm():
-    backend = LlamaCppLLM("embedded", n_ctx=4096)
-    backend.load()
-    yield backend
-    backend.close()
 
 
 def real_slice(n: int, step: int) -> list[dict]:
