@@ -29,7 +29,7 @@ from fineinstructions.records import PairRow
 
 def passage(document: str, spans: Sequence[tuple[int, int]], context_chars: int = 300) -> str:
     """The text of ``document`` from ``context_chars`` before the first excerpt to as far
-    after the last, widened to whole words (the whole answer span when it has no spans)."""
+    after the last, widened to whole words (empty when there are no spans)."""
     if not spans:
         return ""
     start = max(0, min(s for s, _ in spans) - context_chars)
