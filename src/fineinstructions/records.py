@@ -97,6 +97,10 @@ class TemplateRow:
     def make_id(template: str, compatible_document_description: str) -> str:
         return content_id("t", template, compatible_document_description)
 
+    def content_key(self) -> str:
+        """What two rows share when they hold the same template (whatever their ids)."""
+        return TemplateRow.make_id(self.template, self.compatible_document_description)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MatchRow:
@@ -230,19 +234,22 @@ class RejectRow:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmbeddedTemplateRow:
-    """A template's description vector, as the index build's workers write it, with what
-    match rows carry of the template."""
+    """A template's description vector (a float32 array as the embed stage makes it), as
+    the index build's workers write it, with what match rows carry of the template and
+    its ``content`` key (equal for equal template and description, whatever the id)."""
 
     id: str
+    content: str
     query_id: str
     template: str
     variables: tuple[str, ...]
     complexity: int
-    vector: tuple[float, ...]
+    vector: Any
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
             ("id", pa.string()),
+            ("content", pa.string()),
             ("query_id", pa.string()),
             ("template", pa.string()),
             ("variables", pa.list_(pa.string())),

@@ -40,7 +40,7 @@ from fineinstructions.records import (
 
 SAMPLES = {
     EmbeddedTemplateRow: [
-        EmbeddedTemplateRow(id="t-1", query_id="q-1", template="where is <fi>a city</fi>", variables=("a city",),
+        EmbeddedTemplateRow(id="t-1", content="t-1", query_id="q-1", template="where is <fi>a city</fi>", variables=("a city",),
                             complexity=1, vector=(0.5, -0.25, 1.0)),
     ],
     QueryRow: [

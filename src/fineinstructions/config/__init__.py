@@ -49,6 +49,7 @@ from fineinstructions.config.sections import (
     QueryFields,
     RayConfig,
     StageResources,
+    TemplateFields,
     TemplatizeConfig,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "RayConfig",
     "Section",
     "StageResources",
+    "TemplateFields",
     "TemplatizeConfig",
     "TransformersConfig",
     "VLLMConfig",

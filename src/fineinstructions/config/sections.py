@@ -15,7 +15,7 @@ from fineinstructions.config.base import AFFECTS_OUTPUT, Section
 from fineinstructions.config.llm import AnyLLMConfig, LlamaCppConfig
 
 if TYPE_CHECKING:
-    from fineinstructions.io.readers import FieldMapping
+    from fineinstructions.io.readers import FieldMapping, TemplateFieldMapping
 
 
 class DocumentFields(Section):
@@ -32,6 +32,29 @@ class QueryFields(DocumentFields):
     messages_field: str = Field(
         "messages", description="Field holding a chat's list of {role, content} messages.", json_schema_extra=AFFECTS_OUTPUT
     )
+
+
+class TemplateFields(Section):
+    """Which fields of a template bank's rows hold what (``fineinstructions index`` reads
+    any table of templates: this package's bank, the released one, a team's own)."""
+
+    template_field: str = Field(
+        "template", description="Field holding the template text (variables as <fi>...</fi>).", json_schema_extra=AFFECTS_OUTPUT
+    )
+    description_field: str = Field(
+        "compatible_document_description", description="Field holding the description of documents that could answer it.",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
+    id_field: str = Field(
+        "id", description="Field holding the template id; rows without one get a hash of template and description.",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
+    query_field: str = Field(
+        "query", description="Field holding the query the template was made from, if the bank has one (its genericity is then checked against it).",
+        json_schema_extra=AFFECTS_OUTPUT,
+    )
+    query_id_field: str = Field("query_id", description="Field holding the id of that query, if any.", json_schema_extra=AFFECTS_OUTPUT)
+    source_field: str = Field("source", description="Field naming the row's source; defaults to the file name.", json_schema_extra=AFFECTS_OUTPUT)
 
 
 class InputConfig(Section):
@@ -53,6 +76,7 @@ class InputConfig(Section):
     )
     queries: QueryFields = QueryFields()
     documents: DocumentFields = DocumentFields()
+    templates: TemplateFields = TemplateFields()
 
     def query_fields(self) -> FieldMapping:
         from fineinstructions.io.readers import FieldMapping
@@ -65,6 +89,15 @@ class InputConfig(Section):
 
         d = self.documents
         return FieldMapping(text=d.text_field, id=d.id_field, source=d.source_field)
+
+    def template_fields(self) -> TemplateFieldMapping:
+        from fineinstructions.io.readers import TemplateFieldMapping
+
+        t = self.templates
+        return TemplateFieldMapping(
+            template=t.template_field, description=t.description_field, id=t.id_field, query=t.query_field,
+            query_id=t.query_id_field, source=t.source_field,
+        )
 
     def field_mapping(self) -> FieldMapping:
         """The documents' fields (kept while callers move to :meth:`query_fields` and
@@ -171,6 +204,9 @@ class IndexConfig(Section):
         100_000, ge=1_000, description="Templates sampled (by id hash) to train IVF/PQ quantisers.", json_schema_extra=AFFECTS_OUTPUT
     )
     batch_size: int = Field(4096, ge=1, description="Templates embedded and added to the index at once.")
+    shard_size: int = Field(
+        10_000, ge=1, description="Templates per shard of the embedding step: a killed build resumes from its last finished shard."
+    )
 
 
 class MatchConfig(Section):

@@ -1,10 +1,17 @@
-"""Build the template index from a template bank, streaming.
+"""Build the template index from any template bank, streaming and resumably.
 
-Two steps: workers embed the bank's shards and write vector shards; then the driver
-(for IVF kinds) trains the quantiser on a sample of about ``index.train_size`` templates
-chosen by a hash of their id (uniform over the bank, whatever its order) and adds every
-vector, shard by shard. So memory holds one shard of vectors plus the index itself,
-never the whole bank's float32 vectors (unless the kind stores them: flat, hnsw).
+Two steps. First the embed stage runs on the executor's workers: each reads one shard of
+about ``index.shard_size`` rows of the bank (a byte range of a JSONL file, row groups of
+a Parquet file, a whole CSV), parses and checks every template
+(:mod:`fineinstructions.text.bank`), drops repeats within the shard, embeds the
+descriptions and commits a vector shard; a killed build resumes from the shards it had
+committed. Then the driver reduces: it drops templates an earlier shard already had
+(by 64-bit hashes of their content and ids, 16 bytes a template), trains IVF quantisers
+on a sample of about ``index.train_size`` templates chosen by a hash of their id (uniform
+over the bank, whatever its order), and adds every vector shard by shard, writing each
+shard's template ids and details straight to the index folder. So memory holds one shard
+of vectors, the hashes, and the index itself (see :mod:`fineinstructions.models.index`
+for what each kind costs a template), never the bank.
 """
 
 from __future__ import annotations
@@ -13,16 +20,21 @@ import hashlib
 import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.io import write_json
+from fineinstructions.io.formats import format_suffix, is_url
+from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID
 from fineinstructions.models.embedder import Embedder
 from fineinstructions.models.index import IndexBuilder, settings_for
+
+KEEP, REPEATED_CONTENT, REPEATED_ID = 0, 1, 2
 
 
 def _unit_hash(text: str) -> float:
@@ -39,6 +51,74 @@ def _vector_tables(run) -> list[Path]:
     return [Path(run.markers[i]["file"]) for i in sorted(run.markers) if run.markers[i].get("file")]
 
 
+def bank_sources(template_paths: Sequence[str | Path]) -> list[str]:
+    """The bank inputs to read: files, folders and URLs as given, less this package's
+    stage folders that hold no data file (every query was rejected)."""
+    sources = []
+    for raw in template_paths:
+        if is_url(raw):
+            sources.append(str(raw))
+            continue
+        path = Path(raw)
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_dir() and (path / ".work").is_dir() and not any(format_suffix(p) for p in path.iterdir() if p.is_file()):
+            continue
+        sources.append(str(path))
+    return sources
+
+
+def vectors_of(table) -> np.ndarray:
+    """The ``vector`` column of a vector shard as an ``(n, d)`` float32 array."""
+    column = table.column("vector").combine_chunks()
+    flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    return flat.reshape(len(table), -1)
+
+
+def repeats(files: Sequence[Path]) -> list[np.ndarray]:
+    """For each vector shard, each row's fate: ``KEEP``, ``REPEATED_CONTENT`` (an earlier
+    row, in this or an earlier shard, had the same template and description) or
+    ``REPEATED_ID`` (an earlier kept row had its id). Holds 64-bit hashes of every row's
+    content and id (16 bytes a template), never the rows."""
+    import pyarrow.parquet as pq
+
+    from fineinstructions.execution.shards import hashes_of
+
+    contents, ids, sizes = [], [], []
+    for path in files:
+        table = pq.read_table(path, columns=["id", "content"])
+        contents.append(hashes_of(table.column("content").to_pylist()))
+        ids.append(hashes_of(table.column("id").to_pylist()))
+        sizes.append(len(table))
+    if not sizes:
+        return []
+    content, row_id = np.concatenate(contents), np.concatenate(ids)
+    del contents, ids
+    fate = np.full(len(content), REPEATED_CONTENT, dtype=np.int8)
+    fate[np.unique(content, return_index=True)[1]] = KEEP
+    kept = np.flatnonzero(fate == KEEP)
+    first_ids = kept[np.unique(row_id[kept], return_index=True)[1]]
+    fate[kept] = REPEATED_ID
+    fate[first_ids] = KEEP
+    return np.split(fate, np.cumsum(sizes)[:-1])
+
+
+def _repeat_rejects(table, fate: np.ndarray) -> Iterator[str]:
+    from fineinstructions.records import RejectRow, row_to_dict
+
+    dropped = np.flatnonzero(fate != KEEP)
+    if not len(dropped):
+        return
+    part = table.select(["id", "template"]).take(dropped).to_pylist()
+    for row, code in zip(part, fate[dropped], strict=True):
+        reason, detail = (
+            (DUPLICATE, "an earlier shard has the same template and description")
+            if code == REPEATED_CONTENT else (DUPLICATE_ID, "an earlier shard has another template under this id")
+        )
+        reject = RejectRow(stage="index", input_id=row["id"], reason=reason, detail=detail, input=row["template"])
+        yield json.dumps(row_to_dict(reject), ensure_ascii=False) + "\n"
+
+
 def run_index(
     template_paths: Sequence[str | Path],
     output: str | Path,
@@ -50,37 +130,33 @@ def run_index(
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Index the templates in ``template_paths`` (bank folders or shard files) into the
-    folder ``output``. Returns the stats also written to ``output/stats.json``.
-
-    The embed stage runs on the executor's workers and writes vector shards under
-    ``INDEX_DIR/.work/vectors``; the FAISS build is the reduce step, here: it holds the
-    index itself plus the template ids and texts (about 30 + the template's length bytes
-    a template), and for IVF kinds the training sample's vectors."""
+    """Index the templates in ``template_paths`` (this package's bank folders, or any
+    table of templates: files, folders, URLs, read with ``config.input.templates``'s
+    field names) into the folder ``output``. Returns the stats also written to
+    ``output/stats.json``; every template skipped is in ``<output>.rejects.jsonl`` with
+    its reason."""
     import pyarrow.parquet as pq
 
-    from fineinstructions.execution.ledger import data_files
-    from fineinstructions.execution.runner import resolved, run_stage
-    from fineinstructions.execution.shards import plan_files
-    from fineinstructions.records import TemplateRow
+    from fineinstructions.execution.runner import beside, read_stats, resolved, run_stage
+    from fineinstructions.execution.shards import ReadSpec, plan_corpus
     from fineinstructions.stages.base import outcomes
     from fineinstructions.stages.embed import EmbedStage
 
     out = Path(output)
     if overwrite and out.exists():
         shutil.rmtree(out)
-    for path in map(Path, template_paths):
-        if not path.exists():
-            raise UserError(f"{path}: no such file or folder")
+    sources = bank_sources(template_paths)
     started = time.monotonic()
     if embedder is None:
         from fineinstructions.models.embedder import make_embedder
 
         embedder = make_embedder(config.embed)
+    section = config.index
     work = out / ".work" / "vectors"
+    read = ReadSpec(on_error=config.input.on_error, templates=config.input.template_fields())
     run = run_stage(
-        EmbedStage(config, embedder=embedder), lambda: plan_files(data_files(template_paths), TemplateRow), work,
-        inputs={"templates": [resolved(p) for p in template_paths]}, format="parquet",
+        EmbedStage(config, embedder=embedder), lambda: plan_corpus(sources, "templates", section.shard_size), work,
+        inputs={"templates": [resolved(p) for p in template_paths]}, read=read, format="parquet",
         executor=executor, show_progress=show_progress, unit="templates", log=log,
     )
     if (out / "stats.json").exists() and (out / "index.json").exists() and not run.markers.keys() - _built_from(out):
@@ -88,13 +164,20 @@ def run_index(
         return json.loads((out / "stats.json").read_text(encoding="utf-8"))
     for name in ("index.json", "index.faiss", "stats.json"):
         (out / name).unlink(missing_ok=True)  # index.json marks completion: never leave an old one
-    count = run.counts.get("out", 0)
+    files = [work / name for name in _vector_tables(run)]
+    fates = repeats(files)
+    dropped = Counter()
+    for fate in fates:
+        dropped[DUPLICATE] += int((fate == REPEATED_CONTENT).sum())
+        dropped[DUPLICATE_ID] += int((fate == REPEATED_ID).sum())
+    count = sum(int((fate == KEEP).sum()) for fate in fates)
     if not count:
         raise UserError(
-            f"no template with a compatible-document description in {', '.join(map(str, template_paths))}.\n"
-            "  fix: pass the folder `fineinstructions templatize` wrote"
+            f"no valid template in {', '.join(map(str, template_paths))}; see "
+            f"{beside(out, '.rejects.jsonl')} for why each row was skipped.\n"
+            "  fix: pass a template bank (`fineinstructions templatize` writes one), or say which fields "
+            "hold the template and its description with --template-field and --description-field"
         )
-    section = config.index
     train_fraction = min(1.0, section.train_size / count)
     train_count = count if train_fraction >= 1.0 else int(section.train_size)
     settings = settings_for(count, embedder.dimension, train_count, section)
@@ -103,19 +186,15 @@ def run_index(
         + (f" ({settings.nlist} cells, nprobe {settings.nprobe})" if settings.nlist else "")
         + f", embedder {embedder.identity.model} ({embedder.dimension}-d)"
     )
-    builder = IndexBuilder(settings, embedder.identity)
-    files = [work / name for name in _vector_tables(run)]
-
-    def vectors(table) -> np.ndarray:
-        return np.asarray(table.column("vector").to_pylist(), dtype=np.float32).reshape(len(table), -1)
-
+    builder = IndexBuilder(settings, embedder.identity, directory=out)
     if builder.needs_training:
         sample = []
-        for path in files:
-            table = pq.read_table(path)
-            keep = [i for i, template_id in enumerate(table.column("id").to_pylist()) if _unit_hash(template_id) < train_fraction]
+        for path, fate in zip(files, fates, strict=True):
+            table = pq.read_table(path, columns=["id", "vector"])
+            ids = table.column("id").to_pylist()
+            keep = [i for i in np.flatnonzero(fate == KEEP) if _unit_hash(ids[i]) < train_fraction]
             if keep:
-                sample.append(vectors(table.take(keep)))
+                sample.append(vectors_of(table.take(keep)))
         sampled = sum(len(v) for v in sample)
         if sampled < (settings.nlist or 1):
             raise UserError(
@@ -124,30 +203,31 @@ def run_index(
             )
         tick = time.monotonic()
         builder.train(np.concatenate(sample))
+        del sample
         log(f"index: trained on {sampled} templates in {time.monotonic() - tick:.1f}s")
-    seen: set[str] = set()
-    duplicates = 0
-    for path in files:
-        table = pq.read_table(path)
-        keep = []
-        for i, template_id in enumerate(table.column("id").to_pylist()):
-            if template_id in seen:
-                duplicates += 1
-                continue
-            seen.add(template_id)
-            keep.append(i)
-        if keep:
-            table = table.take(keep)
-            builder.add(vectors(table), table.column("id").to_pylist(), table.column("complexity").to_pylist(), table)
-    index = builder.finish(sources=[str(p) for p in template_paths], vector_shards=sorted(run.markers))
-    meta = index.save(out)
+    rejects = beside(out, ".rejects.jsonl")
+    with open(rejects.with_name(rejects.name + ".tmp"), "w", encoding="utf-8") as sink:
+        if run.rejects_file is not None and run.rejects_file.exists():
+            with open(run.rejects_file, encoding="utf-8") as shard_rejects:
+                shutil.copyfileobj(shard_rejects, sink)
+        for path, fate in zip(files, fates, strict=True):
+            table = pq.read_table(path)
+            sink.writelines(_repeat_rejects(table, fate))
+            keep = np.flatnonzero(fate == KEEP)
+            if len(keep):
+                table = table.take(keep)
+                builder.add(vectors_of(table), table.column("id").to_pylist(), table.column("complexity").to_pylist(), table)
+    rejects.with_name(rejects.name + ".tmp").replace(rejects)
+    meta = builder.write(sources=[resolved(p) for p in template_paths], vector_shards=sorted(run.markers))
     c = run.counts
     result = outcomes(c)
+    reading = read_stats(run)
+    skipped = Counter(reading["skipped"]) + Counter(result["skipped"]) + dropped
     stats = {
         "index": {
-            "in": result["in"],
-            "out": len(index),
-            "skipped": {**result["skipped"], **({"duplicate_id": duplicates} if duplicates else {})},
+            "in": reading["rows"],
+            "out": meta["templates"],
+            "skipped": dict(skipped.most_common()),
             "failed": result["failed"],
             "kind": settings.kind,
             "settings": settings.to_dict(),
@@ -156,11 +236,10 @@ def run_index(
             "bytes_per_template": meta["bytes_per_template"],
             "seconds": round(time.monotonic() - started, 2),
             "embed_seconds": round(c.get("model_seconds", 0.0), 2),
-            "templates_per_s": round(len(index) / c["model_seconds"], 1) if c.get("model_seconds") else None,
+            "templates_per_s": round(c.get("out", 0) / c["model_seconds"], 1) if c.get("model_seconds") else None,
+            "rejects": str(rejects),
         },
-        "complexity_histogram": {
-            str(level): int(n) for level, n in zip(*np.unique(index.complexity, return_counts=True), strict=False)
-        },
+        "complexity_histogram": {str(level): n for level, n in sorted(builder.complexity_counts.items())},
     }
     write_json(stats, out / "stats.json")
     return stats

@@ -28,6 +28,7 @@ from fineinstructions.errors import UserError
 from fineinstructions.io import write_json
 
 STAGES = ("templates", "index", "matches", "pairs", "judged", "dataset")
+GUARDED = ("queries", "templates", "documents", "config_sha256")  # what a resumed run must share
 
 
 def _finished(folder: Path) -> dict | None:
@@ -45,9 +46,7 @@ def _prepare(out: Path, manifest: dict, overwrite: bool) -> None:
                 path.unlink()
     elif run_file.exists():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if {k: previous.get(k) for k in ("queries", "documents", "config_sha256")} != {
-            k: manifest[k] for k in ("queries", "documents", "config_sha256")
-        }:
+        if {k: previous.get(k, []) for k in GUARDED} != {k: manifest[k] for k in GUARDED}:
             raise UserError(
                 f"{out} holds a run with other inputs or another configuration (see {run_file}).\n"
                 "  fix: run with the same inputs and configuration to resume it, choose another "
@@ -67,6 +66,7 @@ def run_pipeline(
     output: str | Path,
     config: Config,
     *,
+    templates: Sequence[str | Path] = (),
     overwrite: bool = False,
     show_progress: bool = True,
     report: Callable[[Path], Path] | None = None,
@@ -74,6 +74,9 @@ def run_pipeline(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run (or resume) the whole pipeline into ``output``; returns the run's stats.
+
+    The bank is made from ``query_paths``, or is ``templates`` (any table of templates,
+    read with ``config.input.templates``), or both merged (exact repeats once).
 
     ``executor`` runs the stages' batches (default: in this process; a
     :class:`~fineinstructions.execution.executor.RayExecutor` runs them on a cluster).
@@ -97,6 +100,7 @@ def run_pipeline(
     manifest = {
         "fineinstructions": __version__,
         "queries": [resolved(p) for p in query_paths],
+        "templates": [resolved(p) for p in templates],
         "documents": [resolved(p) for p in document_paths],
         "config_sha256": hashlib.sha256(output_config.encode("utf-8")).hexdigest(),
         "config": config_text,
@@ -119,20 +123,24 @@ def run_pipeline(
         return result
 
     options = dict(show_progress=show_progress, log=log, executor=executor)
-    templates = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, **options))
-    if not templates["templatize"]["out"]:
-        raise UserError(
-            f"no valid template was made from {', '.join(map(str, query_paths))}; see "
-            f"{beside(folders['templates'], '.rejects.jsonl')} for why each query was rejected"
-        )
-    index = stage("index", lambda: run_index([folders["templates"]], folders["index"], config, **options))
+    made = None
+    if query_paths:
+        made = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, **options))
+        if not made["templatize"]["out"] and not templates:
+            raise UserError(
+                f"no valid template was made from {', '.join(map(str, query_paths))}; see "
+                f"{beside(folders['templates'], '.rejects.jsonl')} for why each query was rejected"
+            )
+    bank = ([folders["templates"]] if query_paths else []) + list(templates)
+    index = stage("index", lambda: run_index(bank, folders["index"], config, **options))
     matches = stage(
         "matches", lambda: run_match(document_paths, folders["index"], folders["matches"], config, **options)
     )
     pairs = stage(
         "pairs",
         lambda: run_instantiate(
-            [folders["matches"]], [folders["templates"]], document_paths, folders["pairs"], config, **options
+            [folders["matches"]], [folders["templates"]] if query_paths else [], document_paths, folders["pairs"], config,
+            **options,
         ),
     )
     judged = stage("judged", lambda: run_judge([folders["pairs"]], folders["judged"], config, **options))
@@ -142,7 +150,7 @@ def run_pipeline(
             [folders["judged"]], document_paths, folders["dataset"], config, executor=executor, log=log
         ),
     )
-    stats = summarize(templates, index, matches, pairs, judged, dataset)
+    stats = summarize(made, index, matches, pairs, judged, dataset)
     stats["seconds_this_run"] = round(time.monotonic() - started, 2)
     stats["stage_seconds_this_run"] = stage_seconds
     write_json(stats, out / "stats.json")
@@ -157,20 +165,23 @@ def _step(stats: dict, *keys: str) -> dict:
     return step
 
 
-def summarize(templates: dict, index: dict, matches: dict, pairs: dict, judged: dict, dataset: dict) -> dict:
+def summarize(templates: dict | None, index: dict, matches: dict, pairs: dict, judged: dict, dataset: dict) -> dict:
     """The run's ``stats.json``: every stage's counts (``in = out + skipped + failed``),
-    throughput and tokens, and the funnel from matches to packed pairs."""
-    t, m, i, j, p = templates["templatize"], matches["match"], pairs["instantiate"], judged["judge"], dataset["pack"]
+    throughput and tokens, and the funnel from matches to packed pairs. ``templates`` is
+    None for a run that indexed a bank without templatizing queries."""
+    m, i, j, p = matches["match"], pairs["instantiate"], judged["judge"], dataset["pack"]
     documents = m["in"]
     grounded = i["out"]
     return {
         "stages": {
-            "filter_queries": templates["filter_queries"],
-            "templatize": _step(
-                t, "model", "prompt_version", "constraint", "seconds", "wall_seconds", "queries_per_s",
-                "queries_per_s_per_worker", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
-                "completion_tokens_per_s", "completion_tokens_per_s_per_worker",
-            ),
+            **({
+                "filter_queries": templates["filter_queries"],
+                "templatize": _step(
+                    templates["templatize"], "model", "prompt_version", "constraint", "seconds", "wall_seconds", "queries_per_s",
+                    "queries_per_s_per_worker", "prompt_tokens", "cached_prompt_tokens", "completion_tokens",
+                    "completion_tokens_per_s", "completion_tokens_per_s_per_worker",
+                ),
+            } if templates is not None else {}),
             "index": _step(index["index"], "kind", "embedder", "seconds", "templates_per_s"),
             "match": _step(
                 m, "matches", "matches_per_document", "matches_per_document_histogram", "distinct_templates",
@@ -203,5 +214,6 @@ def summarize(templates: dict, index: dict, matches: dict, pairs: dict, judged: 
             "packed": p["out"],
             "pairs_per_document": round(p["out"] / documents, 4) if documents else None,
         },
-        "complexity_histogram": templates.get("complexity_histogram", {}),
+        # The bank that was indexed (templates made from queries, a bank given, or both).
+        "complexity_histogram": index.get("complexity_histogram") or (templates or {}).get("complexity_histogram", {}),
     }

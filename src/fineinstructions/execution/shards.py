@@ -26,12 +26,14 @@ from fineinstructions.io.formats import is_url
 from fineinstructions.io.pieces import Piece, plan_pieces, read_piece
 from fineinstructions.io.readers import (
     FieldMapping,
+    TemplateFieldMapping,
     document_builder,
     input_files,
     query_builder,
     read_rows,
 )
 from fineinstructions.records import ROW_TYPES, RejectRow
+from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID, template_builder
 
 ROW_TYPE_NAMES = {t.__name__: t for t in ROW_TYPES}
 
@@ -42,6 +44,7 @@ class ReadSpec:
 
     fields: FieldMapping = FieldMapping()
     on_error: Literal["raise", "skip"] = "raise"
+    templates: TemplateFieldMapping = TemplateFieldMapping()  # for reads="templates"
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class InputShard:
     """What output shard ``index`` is made from (see the module doc)."""
 
     index: int
-    reads: Literal["documents", "queries", "rows", "joined"]
+    reads: Literal["documents", "queries", "templates", "rows", "joined"]
     piece: Piece | None = None
     files: tuple[str, ...] = ()
     row_type: str | None = None
@@ -73,7 +76,7 @@ def id_hash(document_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(document_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def plan_corpus(paths, reads: Literal["documents", "queries"], rows: int, limit: int | None = None) -> list[InputShard]:
+def plan_corpus(paths, reads: Literal["documents", "queries", "templates"], rows: int, limit: int | None = None) -> list[InputShard]:
     """Shards of about ``rows`` rows over every file of ``paths``, in file order (with
     ``limit``, JSONL files end after the first ``limit`` lines in all)."""
     shards: list[InputShard] = []
@@ -117,9 +120,18 @@ class ReadResult:
     ids: list[str] = field(default_factory=list)  # the documents read, in order
 
 
+def _builder(kind: str, spec: ReadSpec):
+    if kind == "documents":
+        return document_builder(spec.fields)
+    if kind == "templates":
+        return template_builder(spec.templates)
+    return query_builder(spec.fields)
+
+
 def _corpus_rows(piece: Piece, kind: str, spec: ReadSpec, result: ReadResult, skip: frozenset[int]) -> Iterator[Any]:
-    build = document_builder(spec.fields) if kind == "documents" else query_builder(spec.fields)
+    build = _builder(kind, spec)
     seen: set[str] = set()
+    contents: set[str] = set()
     path = piece.path if is_url(piece.path) else Path(piece.path)
     for location, record in read_piece(piece):
         result.counts["read:rows"] += 1
@@ -135,9 +147,17 @@ def _corpus_rows(piece: Piece, kind: str, spec: ReadSpec, result: ReadResult, sk
                 )
             elif isinstance(outcome, str):
                 result.counts[f"read:skipped:{outcome}"] += 1
+            elif isinstance(outcome, RejectRow):  # a template the pipeline's rules refuse
+                result.counts[f"read:skipped:{outcome.reason}"] += 1
+                result.rejects.append(outcome)
             elif kind == "documents" and (outcome.id in seen or (skip and id_hash(outcome.id) in skip)):
                 # Identical texts share a content-hash id: the first occurrence wins.
                 result.counts["read:skipped:duplicate_id"] += 1
+            elif kind == "templates" and (duplicate := _repeated_template(outcome, seen, contents)):
+                # Repeats within the shard; the index build drops those across shards.
+                result.counts[f"read:skipped:{duplicate}"] += 1
+                result.rejects.append(RejectRow(stage="index", input_id=outcome.id, reason=duplicate,
+                                                detail=f"{piece.path}:{location}: {REPEATED[duplicate]}", input=outcome.template))
             else:
                 if kind == "documents":
                     seen.add(outcome.id)
@@ -146,11 +166,30 @@ def _corpus_rows(piece: Piece, kind: str, spec: ReadSpec, result: ReadResult, sk
                 yield outcome
 
 
+REPEATED = {
+    DUPLICATE: "an earlier row has the same template and description",
+    DUPLICATE_ID: "an earlier row has another template under this id",
+}
+
+
+def _repeated_template(row: Any, ids: set[str], contents: set[str]) -> str | None:
+    """``duplicate`` (an earlier row had this template and description),
+    ``duplicate_id`` (another template had this id) or None, remembering the row."""
+    content = row.content_key()
+    if content in contents:
+        return DUPLICATE
+    if row.id in ids:
+        return DUPLICATE_ID
+    contents.add(content)
+    ids.add(row.id)
+    return None
+
+
 def read_shard(shard: InputShard, spec: ReadSpec) -> tuple[Iterator[Any], ReadResult]:
     """The shard's inputs, streamed, and what reading them saw (filled as they stream)."""
     result = ReadResult()
     skip = frozenset(shard.skip_hashes)
-    if shard.reads in ("documents", "queries"):
+    if shard.reads in ("documents", "queries", "templates"):
         assert shard.piece is not None
         return _corpus_rows(shard.piece, shard.reads, spec, result, skip), result
     row_type = ROW_TYPE_NAMES[shard.row_type or ""]

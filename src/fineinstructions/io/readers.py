@@ -45,6 +45,20 @@ class FieldMapping:
     messages: str = "messages"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TemplateFieldMapping:
+    """Which fields of a bank row hold the template, its compatible-document description,
+    its id, the query it was made from (and that query's id) and its source. Only the
+    first two are required."""
+
+    template: str = "template"
+    description: str = "compatible_document_description"
+    id: str = "id"
+    query: str = "query"
+    query_id: str = "query_id"
+    source: str = "source"
+
+
 @dataclass(slots=True)
 class ReadStats:
     """What a read saw: raw rows, records produced, and what was skipped and why.
@@ -126,7 +140,8 @@ def _url_files(url: str) -> list[str]:
     raise InputError(url, "no such file or folder", fix="check the URL")
 
 
-def _source_name(path: Path | str) -> str:
+def source_name(path: Path | str) -> str:
+    """The default source of a file's rows: its name without the format suffix."""
     name = file_name(path)
     suffix = format_suffix(path) or Path(name).suffix
     return name[: len(name) - len(suffix)] if suffix else name
@@ -229,7 +244,7 @@ def document_builder(fields: FieldMapping = FieldMapping()) -> Callable[[Path, s
             DocumentRow(
                 id=row_id or DocumentRow.make_id(text),
                 text=text,
-                source=_source(record, fields.source, _source_name(path)),
+                source=_source(record, fields.source, source_name(path)),
             )
         ]
 
@@ -258,7 +273,7 @@ def query_builder(fields: FieldMapping = FieldMapping()) -> Callable[[Path, str,
         row_id = _row_id(path, location, record, fields.id)
         if isinstance(row_id, InputError):
             return [row_id]
-        source = _source(record, fields.source, _source_name(path))
+        source = _source(record, fields.source, source_name(path))
         if fields.text not in record and fields.messages in record:
             return list(_chat_queries(path, location, record, fields, row_id, source))
         text = _string_field(path, location, record, fields.text, fix=fix)

@@ -209,7 +209,7 @@ class TemplateIndex:
         """Write the index folder; returns what ``index.json`` holds."""
         import pyarrow as pa
 
-        from fineinstructions.io.writers import atomic_write, write_json, write_table
+        from fineinstructions.io.writers import atomic_write, write_table
 
         faiss = _faiss()
         directory = Path(directory)
@@ -220,16 +220,7 @@ class TemplateIndex:
             columns.update({name: self.details.column(name) for name in DETAIL_COLUMNS})
         table = pa.table(columns)
         write_table(table, directory / TEMPLATES_FILE, "parquet")
-        meta = {
-            "format": 1,
-            "templates": len(self),
-            "embedder": self.identity.to_dict(),
-            "settings": self.settings.to_dict(),
-            "bytes_per_template": round((directory / INDEX_FILE).stat().st_size / max(len(self), 1), 1),
-            **self.info,
-        }
-        write_json(meta, directory / META_FILE)  # written last: its presence marks a complete index
-        return meta
+        return _write_meta(directory, len(self), self.identity, self.settings, self.info)
 
     @staticmethod
     def describe(directory: str | Path) -> tuple[dict[str, Any], EmbedderIdentity, IndexSettings, np.ndarray]:
@@ -282,13 +273,21 @@ def _meta(directory: Path) -> dict[str, Any]:
 
 
 class IndexBuilder:
-    """Builds a :class:`TemplateIndex` in batches: ``train`` (IVF kinds, once), then
-    ``add`` any number of times, then ``finish``."""
+    """Builds a template index in batches: ``train`` (IVF kinds, once), then ``add`` any
+    number of times, then ``finish`` (a :class:`TemplateIndex` in memory) or, when made
+    with a ``directory``, ``write`` (the index folder).
 
-    def __init__(self, settings: IndexSettings, identity: EmbedderIdentity) -> None:
+    With a ``directory`` each added batch's template ids and details go straight to the
+    folder's templates table, so memory holds the FAISS index and one batch, whatever
+    the bank's size."""
+
+    def __init__(self, settings: IndexSettings, identity: EmbedderIdentity, directory: str | Path | None = None) -> None:
         self.settings = settings
         self.identity = identity
         self.index = new_faiss_index(settings, identity.dimension)
+        self.complexity_counts: dict[int, int] = {}
+        self.directory = Path(directory) if directory is not None else None
+        self._writer: Any = None
         self._ids: list[str] = []
         self._complexity: list[int] = []
         self._details: list = []  # Arrow tables of DETAIL_COLUMNS, one per add
@@ -308,14 +307,42 @@ class IndexBuilder:
             raise RuntimeError("train the index before adding vectors")
         if not (len(vectors) == len(ids) == len(complexity)):
             raise ValueError("vectors, ids and complexity must have the same length")
-        if len(ids):
-            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-            self._ids.extend(ids)
-            self._complexity.extend(int(c) for c in complexity)
-            if details is not None:
-                self._details.append(details.select(list(DETAIL_COLUMNS)))
+        if not len(ids):
+            return
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        for level in complexity:
+            self.complexity_counts[int(level)] = self.complexity_counts.get(int(level), 0) + 1
+        if self.directory is not None:
+            self._stream(ids, complexity, details)
+            return
+        self._ids.extend(ids)
+        self._complexity.extend(int(c) for c in complexity)
+        if details is not None:
+            self._details.append(details.select(list(DETAIL_COLUMNS)))
+
+    def _stream(self, ids: Sequence[str], complexity: Sequence[int], details: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if details is None:
+            raise ValueError("an index written as it is built needs each batch's details")
+        table = pa.table({"id": pa.array(list(ids), pa.string()), "complexity": pa.array(list(complexity), pa.int32()),
+                          **{name: details.column(name) for name in DETAIL_COLUMNS}})
+        if self._writer is None:
+            assert self.directory is not None
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self._partial, table.schema)
+        self._writer.write_table(table)
+
+    @property
+    def _partial(self) -> Path:
+        assert self.directory is not None
+        return self.directory / f".{TEMPLATES_FILE}.partial"
 
     def finish(self, **info: Any) -> TemplateIndex:
+        """The index, in memory (a builder made without a directory)."""
+        if self.directory is not None:
+            raise RuntimeError("this builder writes its index folder: call write()")
         apply_search_settings(self.index, self.settings)
         return TemplateIndex(
             self.index,
@@ -326,6 +353,40 @@ class IndexBuilder:
             dict(info),
             _concat(self._details) if self._details and sum(len(t) for t in self._details) == len(self._ids) else None,
         )
+
+    def write(self, **info: Any) -> dict[str, Any]:
+        """Write the index folder (the FAISS index, the templates table, then
+        ``index.json``, which marks it complete); returns what ``index.json`` holds."""
+        import os
+
+        from fineinstructions.io.writers import atomic_write
+
+        if self.directory is None:
+            raise RuntimeError("this builder keeps its index in memory: call finish()")
+        if self._writer is None:
+            raise ValueError("no template was added to the index")
+        self._writer.close()
+        self._writer = None
+        apply_search_settings(self.index, self.settings)
+        faiss = _faiss()
+        atomic_write(self.directory / INDEX_FILE, lambda tmp: faiss.write_index(self.index, str(tmp)))
+        os.replace(self._partial, self.directory / TEMPLATES_FILE)
+        return _write_meta(self.directory, int(self.index.ntotal), self.identity, self.settings, info)
+
+
+def _write_meta(directory: Path, count: int, identity: EmbedderIdentity, settings: IndexSettings, info: dict) -> dict[str, Any]:
+    from fineinstructions.io.writers import write_json
+
+    meta = {
+        "format": 1,
+        "templates": count,
+        "embedder": identity.to_dict(),
+        "settings": settings.to_dict(),
+        "bytes_per_template": round((directory / INDEX_FILE).stat().st_size / max(count, 1), 1),
+        **info,
+    }
+    write_json(meta, directory / META_FILE)  # written last: its presence marks a complete index
+    return meta
 
 
 def _concat(tables: list) -> Any:

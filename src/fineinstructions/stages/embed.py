@@ -1,20 +1,24 @@
-"""The embed stage of the index build: templates → their description vectors."""
+"""The embed stage of the index build: templates → their description vectors.
+
+Its input is a template bank read by :mod:`fineinstructions.text.bank` (parsed,
+checked, deduplicated within the shard), so every row has a description to embed."""
 
 from __future__ import annotations
 
 import time
 from typing import Any, Sequence
 
+import numpy as np
+
 from fineinstructions.records import EmbeddedTemplateRow, TemplateRow
 from fineinstructions.stages.base import Stage, StageBatch
 
 
 class EmbedStage(Stage):
-    """Embeds each template's compatible-document description (plain mean pooling);
-    a template without one is skipped (``empty_description``)."""
+    """Embeds each template's compatible-document description (plain mean pooling)."""
 
     name = "index"
-    version = "1"
+    version = "2"
     output = EmbeddedTemplateRow
 
     def __init__(self, config: Any, *, embedder: Any = None) -> None:
@@ -44,18 +48,16 @@ class EmbedStage(Stage):
 
     def process(self, batch: Sequence[TemplateRow]) -> StageBatch:
         out = StageBatch()
-        rows = [row for row in batch if row.compatible_document_description.strip()]
-        for _ in range(len(batch) - len(rows)):
-            out.skip("empty_description")
-        if rows:
-            tick = time.monotonic()
-            vectors = self.embedder.embed([row.compatible_document_description for row in rows])
-            out.add(model_seconds=round(time.monotonic() - tick, 3))
-            for row, vector in zip(rows, vectors, strict=True):
-                out.keep(
-                    EmbeddedTemplateRow(
-                        id=row.id, query_id=row.query_id, template=row.template, variables=tuple(row.variables),
-                        complexity=row.complexity, vector=tuple(float(x) for x in vector),
-                    )
+        if not batch:
+            return out
+        tick = time.monotonic()
+        vectors = np.asarray(self.embedder.embed([row.compatible_document_description for row in batch]), dtype=np.float32)
+        out.add(model_seconds=round(time.monotonic() - tick, 3))
+        for row, vector in zip(batch, vectors, strict=True):
+            out.keep(
+                EmbeddedTemplateRow(
+                    id=row.id, content=row.content_key(), query_id=row.query_id, template=row.template,
+                    variables=tuple(row.variables), complexity=row.complexity, vector=vector,
                 )
+            )
         return out

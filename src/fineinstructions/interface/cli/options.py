@@ -19,6 +19,10 @@ OPTION_KEYS = {
     "document_text_field": "input.documents.text_field",
     "document_id_field": "input.documents.id_field",
     "document_source_field": "input.documents.source_field",
+    "template_field": "input.templates.template_field",
+    "description_field": "input.templates.description_field",
+    "template_id_field": "input.templates.id_field",
+    "template_query_field": "input.templates.query_field",
     "on_error": "input.on_error",
     "output_format": "output.format",
 }
@@ -99,6 +103,26 @@ def pipeline_input_options(command: Callable) -> Callable:
         click.option("--id-field", help="Field holding the id of queries and documents alike (the specific options win)."),
         click.option("--source-field", help="Field naming the source of queries and documents alike (the specific options win)."),
         ON_ERROR,
+    ])
+
+
+def template_input_options(command: Callable, *, prefix: str = "") -> Callable:
+    """How a template bank's rows are read (``index``; ``run --templates``, whose id
+    and query options carry a ``--template-`` prefix)."""
+    return _apply(command, [
+        click.option("--template-field", help="Field holding the template text (default: template)."),
+        click.option(
+            "--description-field",
+            help="Field holding the compatible-document description (default: compatible_document_description).",
+        ),
+        click.option(
+            f"--{prefix}id-field", "template_id_field",
+            help="Field holding the template id (default: id; rows without one get a content hash).",
+        ),
+        click.option(
+            f"--{prefix}query-field", "template_query_field",
+            help="Field holding the query each template was made from, if the bank has one (default: query).",
+        ),
     ])
 
 

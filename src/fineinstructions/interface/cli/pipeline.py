@@ -13,7 +13,12 @@ from fineinstructions.interface.cli.options import (
     open_executor,
     output_options,
     pipeline_input_options,
+    template_input_options,
 )
+
+
+def bank_input_options(command):
+    return template_input_options(command, prefix="template-")
 
 
 def _log(quiet: bool):
@@ -107,23 +112,33 @@ def judge(pairs, output, min_score, min_relevance, judge_format, overwrite, quie
 
 
 @click.command("run", short_help="Run every stage, resumably.")
-@click.option("--queries", "queries", multiple=True, required=True, type=INPUT, help="Query files, folders or URLs (repeatable).")
+@click.option("--queries", "queries", multiple=True, type=INPUT, help="Query files, folders or URLs (repeatable).")
+@click.option(
+    "--templates", "templates", multiple=True, type=INPUT,
+    help="A template bank to index instead of (or with) templates made from --queries: files, folders or URLs (repeatable).",
+)
 @click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="Document files, folders or URLs (repeatable).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for every stage's output.")
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @pipeline_input_options
+@bank_input_options
 @output_options
 @executor_options
 @config_options
-def run(queries, documents, output, overwrite, no_report, quiet, **options) -> None:
+def run(queries, templates, documents, output, overwrite, no_report, quiet, **options) -> None:
     """Run the whole pipeline: templatize the queries, index the templates, match the
     documents, instantiate, judge and pack, each into its own subfolder of OUTPUT, with
     stats.json and report.html at its root.
 
+    --templates BANK indexes an existing template bank (such as the released one)
+    instead of templatizing queries; given both, the bank and the templates made from
+    the queries are indexed together, exact repeats once.
+
     Query logs and corpora name their fields differently: --query-*-field and
-    --messages-field say how queries are read, --document-*-field how documents are.
+    --messages-field say how queries are read, --document-*-field how documents are,
+    --template-field, --description-field and --template-id-field how a bank is.
 
     Running the same command again after an interruption (even kill -9) resumes it:
     finished stages and shards are kept, and completed model calls come from the
@@ -132,12 +147,14 @@ def run(queries, documents, output, overwrite, no_report, quiet, **options) -> N
     from fineinstructions.execution.pipeline import run_pipeline
     from fineinstructions.interface.report import write_report
 
+    if not queries and not templates:
+        raise click.UsageError("give --queries to templatize, --templates BANK to index, or both")
     config = build_config(options)
     log = _log(quiet)
     with open_executor(options, config) as executor:
         stats = run_pipeline(
-            queries, documents, output, config, overwrite=overwrite, report=None if no_report else write_report, executor=executor,
-            show_progress=not quiet, log=log,
+            queries, documents, output, config, templates=templates, overwrite=overwrite,
+            report=None if no_report else write_report, executor=executor, show_progress=not quiet, log=log,
         )
     print_funnel(stats, output, log)
 
