@@ -30,9 +30,9 @@ from fineinstructions.config import Config
 from fineinstructions.errors import UserError
 from fineinstructions.io import write_json
 from fineinstructions.io.formats import format_suffix, is_url
-from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID
 from fineinstructions.models.embedder import Embedder
 from fineinstructions.models.index import IndexBuilder, settings_for
+from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID
 
 KEEP, REPEATED_CONTENT, REPEATED_ID = 0, 1, 2
 
