@@ -85,7 +85,10 @@ def one(matches: int, executor_kind: str, base_url: str) -> dict:
     from fineinstructions.execution.judge import run_judge
     from fineinstructions.execution.pack import run_pack
 
-    overrides = [f"instantiate.shard_size={SHARD_DOCUMENTS}", "judge.batch_size=256", "pack.tokenizer=embedded"]
+    # Relevance scoring embeds every pair with the [embed] model: model compute, like the LLM
+    # calls the stub stands in for, not the machinery measured here.
+    overrides = [f"instantiate.shard_size={SHARD_DOCUMENTS}", "judge.batch_size=256", "pack.tokenizer=embedded",
+                 "instantiate.relevance=false", "judge.min_relevance=null"]
     for stage in ("instantiate", "judge"):
         overrides += [f"{stage}.llm.backend=openai", f"{stage}.llm.model=stub", f"{stage}.llm.base_url={base_url}",
                       f"{stage}.llm.max_concurrency=32", f"{stage}.llm.cache=false", f"{stage}.constraint=schema"
