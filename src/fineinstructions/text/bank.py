@@ -23,8 +23,7 @@ from typing import Any, Callable
 from fineinstructions.errors import InputError
 from fineinstructions.io.readers import TemplateFieldMapping, source_name
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
-from fineinstructions.text.genericity import template_problems
-from fineinstructions.text.template import parse_template
+from fineinstructions.text.genericity import checked_template
 
 STAGE = "index"
 EMPTY_TEMPLATE = "empty_template"
@@ -58,6 +57,13 @@ def _optional(record: dict, name: str) -> str:
 def template_builder(fields: TemplateFieldMapping = TemplateFieldMapping()) -> Callable[[Path, str, dict], list]:
     """The function that turns one raw bank row into a :class:`TemplateRow`, a
     :class:`RejectRow` (a template the rules refuse), or an :class:`InputError`."""
+    sources: dict[str, str] = {}
+
+    def default_source(path: Path) -> str:
+        if str(path) not in sources:
+            sources[str(path)] = source_name(path)
+        return sources[str(path)]
+
     def build(path: Path, location: str, record: dict) -> list[TemplateRow | RejectRow | InputError]:
         template = _text(path, location, record, fields.template, "--template-field")
         if isinstance(template, InputError):
@@ -75,11 +81,10 @@ def template_builder(fields: TemplateFieldMapping = TemplateFieldMapping()) -> C
         if not template:
             return reject(EMPTY_TEMPLATE, f"the {fields.template!r} field is empty")
         query = _optional(record, fields.query)
-        problems = template_problems(template, description, query)
-        if problems:
+        parsed, problems = checked_template(template, description, query)
+        if problems or parsed is None:
             return reject(problems[0].reason, "; ".join(p.detail for p in problems))
-        parsed = parse_template(template)
-        source = _optional(record, fields.source) or source_name(path)
+        source = _optional(record, fields.source) or default_source(path)
         return [
             TemplateRow(
                 id=row_id or TemplateRow.make_id(template, description),

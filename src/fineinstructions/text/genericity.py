@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fineinstructions.text.template import parse_template, validate_template
+from fineinstructions.text.template import Template, try_parse_template
 
 SYNTAX_REASONS = {
     "unclosed": "unclosed_tag",
@@ -88,10 +88,19 @@ def template_problems(template: str, description: str, query: str) -> list[Rejec
     An empty list means the template is valid and generic. Syntax problems are reported
     alone: the other rules need a template that parses.
     """
-    syntax = validate_template(template)
-    if syntax:
-        return [Rejection(SYNTAX_REASONS[problem.kind], str(problem)) for problem in syntax]
-    parsed = parse_template(template)
+    return checked_template(template, description, query)[1]
+
+
+def checked_template(template: str, description: str, query: str) -> tuple[Template | None, list[Rejection]]:
+    """The parsed template (None when it does not parse) and every rule it breaks, as
+    :func:`template_problems` gives them, parsing it once."""
+    parsed, syntax = try_parse_template(template)
+    if parsed is None:
+        return None, [Rejection(SYNTAX_REASONS[problem.kind], str(problem)) for problem in syntax]
+    return parsed, _rule_problems(parsed, description, query)
+
+
+def _rule_problems(parsed: Template, description: str, query: str) -> list[Rejection]:
     literal = parsed.literal_text()
     problems: list[Rejection] = []
 
@@ -115,7 +124,7 @@ def template_problems(template: str, description: str, query: str) -> list[Rejec
     if not description_words:
         problems.append(Rejection("empty_description", "the compatible document description is empty"))
     else:
-        template_words = set(_words(template.replace("<fi>", " ").replace("</fi>", " ")))
+        template_words = set(_words(parsed.text.replace("<fi>", " ").replace("</fi>", " ")))
         shared = sum(1 for word in description_words if word in template_words)
         if shared / len(description_words) >= REPEAT_OVERLAP:
             problems.append(

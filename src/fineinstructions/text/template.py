@@ -166,6 +166,14 @@ def validate_template(text: str) -> list[TemplateProblem]:
     return _scan(text)[1]
 
 
+def try_parse_template(text: str) -> tuple[Template | None, list[TemplateProblem]]:
+    """The parsed template and no problems, or None and every problem (one scan)."""
+    if not isinstance(text, str):
+        raise TypeError(f"a template is a str, not {type(text).__name__}")
+    variables, problems = _scan(text)
+    return (None, problems) if problems else (Template(text=text, occurrences=tuple(variables)), [])
+
+
 def parse_template(text: str) -> Template:
     """Parse a template, raising :class:`TemplateSyntaxError` listing every problem."""
     if not isinstance(text, str):
