@@ -154,3 +154,17 @@ def test_a_killed_build_resumes_from_its_last_committed_shard(tmp_path):
     a, b = TemplateIndex.load(tmp_path / "index"), TemplateIndex.load(tmp_path / "clean")
     probe = np.eye(a.identity.dimension, dtype=np.float32)[:3]
     assert np.array_equal(a.search(probe, 5)[1], b.search(probe, 5)[1])
+
+
+def test_a_bank_at_an_fsspec_url_is_read_without_a_local_copy(tmp_path):
+    import fsspec
+
+    rows = [{"pattern": t, "doc_kind": d} for t, d in (REPOT, COMPARE, POEM)]
+    with fsspec.open("memory://team/bank/part-0.jsonl", "w") as handle:  # a stand-in for hf:// or s3://
+        handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        stats = run_index(["memory://team/bank"], tmp_path / "index", load_config(overrides=FIELDS),
+                          embedder=CountingEmbedder(), **QUIET)["index"]
+    finally:
+        fsspec.filesystem("memory").rm("/team", recursive=True)
+    assert stats["out"] == 3 and stats["skipped"] == {}
