@@ -63,6 +63,6 @@ def index(templates, output, kind, nlist, nprobe, overwrite, quiet, **options) -
     log(
         f"indexed {step['out']} templates ({step['kind']}, {step['bytes_per_template']:.0f} bytes/template) "
         f"in {step['seconds']:.1f}s, {step['templates_per_s']} templates/s"
-        + (f"; skipped: {skipped} (each with its reason in {step['rejects']})" if skipped else "")
+        + (f"; skipped: {skipped} (each with its reason in {step.get('rejects', 'the rejects file')})" if skipped else "")
         + f"\nindex: {output}"
     )
