@@ -21,7 +21,7 @@ from fineinstructions.interface.cli.options import (
 @click.option(
     "--kind",
     type=click.Choice(["auto", "flat", "ivf", "ivfsq", "ivfpq", "hnsw"]),
-    help="Index type (default auto: exact up to 100K templates, IVF-SQ8 up to 10M, IVF-PQ beyond).",
+    help="Index type (default auto: exact up to 100K templates, HNSW up to 2M, IVF-SQ8 up to 10M, IVF-PQ beyond).",
 )
 @click.option("--nlist", type=int, help="IVF cells (default about 4·sqrt(templates)).")
 @click.option("--nprobe", type=int, help="IVF cells searched per query (default 64; also settable at match time).")
