@@ -13,7 +13,7 @@ LAYERS = {
     "text": 1,
     "models": 2,
     "stages": 3,
-    "execution": 4,
+    "execution": 4, "experiments": 4,
     "interface": 5, "__main__": 5,
 }
 
@@ -53,3 +53,18 @@ def test_every_module_is_in_a_layer_and_small_enough_to_read_in_one_sitting():
         top = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
         assert top in LAYERS or top == "__init__", f"{path} is in no layer"
         assert len(path.read_text(encoding="utf-8").splitlines()) <= 420, f"{path} is over 400 lines"
+
+
+def test_the_experiments_read_datasets_and_never_the_pipelines_machinery():
+    # DESIGN §3: the experiments layer knows nothing of shards, runners or executors, and
+    # the pipeline knows nothing of the experiments (the interface composes them).
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        top = path.relative_to(PACKAGE).parts[0]
+        for name, line in imports(path):
+            parts = name.split(".")
+            if len(parts) < 2 or parts[0] != "fineinstructions":
+                continue
+            if (top, parts[1]) in (("experiments", "execution"), ("execution", "experiments")):
+                wrong.append(f"{path.relative_to(PACKAGE)}:{line} imports {name}")
+    assert not wrong, "\n".join(wrong)

@@ -7,6 +7,7 @@ import click
 
 from fineinstructions import __version__
 from fineinstructions.errors import UserError
+from fineinstructions.interface.cli.audit import audit
 from fineinstructions.interface.cli.config_command import config_command
 from fineinstructions.interface.cli.demo import demo
 from fineinstructions.interface.cli.index import index
@@ -41,5 +42,5 @@ def main() -> None:
     """
 
 
-for _command in (templatize, index, match, instantiate, judge, pack, run, demo, report, config_command):
+for _command in (templatize, index, match, instantiate, judge, pack, run, audit, demo, report, config_command):
     main.add_command(_command)
