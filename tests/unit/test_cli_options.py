@@ -261,6 +261,7 @@ CASES = {
             "--output": ["out"],
             "--overwrite": [],
             "--no-report": [],
+            "--no-audit": [],
             "--template-field": ["instruction_template"],
             "--description-field": ["document_type"],
             "--template-id-field": ["template_uid"],
@@ -298,7 +299,7 @@ CASES = {
             "output.format": "jsonl",
         },
         positional=[("queries.jsonl",), ("documents.jsonl",), "out"],
-        keywords={"overwrite": True, "report": None, "show_progress": False, "templates": ("bank",)},
+        keywords={"overwrite": True, "report": None, "audit": None, "show_progress": False, "templates": ("bank",)},
     ),
     "audit": Case(
         call="fineinstructions.experiments.audit:run_audit",

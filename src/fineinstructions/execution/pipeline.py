@@ -70,6 +70,7 @@ def run_pipeline(
     overwrite: bool = False,
     show_progress: bool = True,
     report: Callable[[Path], Path] | None = None,
+    audit: Callable[[Path], dict] | None = None,
     executor=None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -80,8 +81,9 @@ def run_pipeline(
 
     ``executor`` runs the stages' batches (default: in this process; a
     :class:`~fineinstructions.execution.executor.RayExecutor` runs them on a cluster).
-    The same inputs and configuration give the same rows either way. ``report`` writes
-    the run's report when it ends (the interface passes its HTML report writer)."""
+    The same inputs and configuration give the same rows either way. ``audit``
+    re-checks the dataset folder and ``report`` writes the run's report when it ends
+    (the interface passes its audit and its HTML report writer)."""
     from fineinstructions.execution.executor import LocalExecutor
     from fineinstructions.execution.index import run_index
     from fineinstructions.execution.instantiate import run_instantiate
@@ -151,6 +153,11 @@ def run_pipeline(
         ),
     )
     stats = summarize(made, index, matches, pairs, judged, dataset)
+    if audit:
+        checked = audit(folders["dataset"])
+        stats["audit"] = {k: checked[k] for k in ("passed", "failed_hard_rules", "pairs")}
+        log(f"audit: {'passed' if checked['passed'] else 'FAILED: ' + ', '.join(checked['failed_hard_rules'])}"
+            f" (see {folders['dataset'] / 'audit.json'})")
     stats["seconds_this_run"] = round(time.monotonic() - started, 2)
     stats["stage_seconds_this_run"] = stage_seconds
     write_json(stats, out / "stats.json")

@@ -3,7 +3,7 @@
 The bundled examples (``fineinstructions/examples/``) were written for this package: a
 few dozen queries and six short documents. The demo runs every stage on them
 (:func:`fineinstructions.execution.pipeline.run_pipeline`) — templatize, index, match,
-instantiate, judge, pack — offline on the CPU, and writes the dataset, ``stats.json``
+instantiate, judge, pack, then the audit — offline on the CPU, and writes the dataset, ``stats.json``
 and ``report.html`` to its output folder. Running it again resumes (or, when it had
 finished, reuses) what the folder holds.
 """
@@ -31,16 +31,19 @@ def run_demo(
 ) -> dict:
     """Run the pipeline on the bundled examples into ``out_dir``; returns its stats."""
     from fineinstructions.execution.pipeline import run_pipeline
+    from fineinstructions.experiments.audit import run_audit
     from fineinstructions.interface.report import write_report
 
     examples = examples_dir()
+    documents = [examples / "documents.jsonl"]
     return run_pipeline(
         [examples / "queries.jsonl"],
-        [examples / "documents.jsonl"],
+        documents,
         out_dir,
         config,
         overwrite=overwrite,
         show_progress=show_progress,
         report=write_report,
+        audit=lambda dataset: run_audit(dataset, documents, config, log=log),
         log=log,
     )

@@ -4,7 +4,7 @@ It reads the run folder (``stats.json``, ``run.json`` and the stage folders) and
 as inline SVG with no plotting library and nothing fetched: the template complexity
 histogram, matches per document, the excerpt-ratio distribution of grounded pairs, the
 judge-score distribution, distinct templates against documents processed, the funnel,
-and a sample of final pairs beside the document passages they quote, excerpts
+the audit of the dataset (when it was audited), and a sample of final pairs beside the document passages they quote, excerpts
 highlighted.
 """
 
@@ -125,6 +125,24 @@ def _rows(folder: Path, row_type: type) -> list:
     return [row for path in data_files([folder]) for row in read_rows([path], row_type)]
 
 
+def _audit_section(path: Path) -> str:
+    """The audit's rules as a table (``fineinstructions audit`` writes the file)."""
+    if not path.exists():
+        return ""
+    audit = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for name, rule in audit["rules"].items():
+        first = rule["examples"][0]["detail"] if rule["examples"] else "—"
+        rows.append((name, "hard" if rule["hard"] else "soft", rule["checked"], rule["failed"], first))
+    verdict = "passed" if audit["passed"] else "FAILED: " + ", ".join(audit["failed_hard_rules"])
+    diversity = audit["rules"].get("diversity", {})
+    note = (f"{diversity.get('distinct_templates')} distinct templates; the most used has "
+            f"{diversity.get('largest_template_share')} of the pairs (paper: at most {diversity.get('paper_largest_template_share')})")
+    return (f"<h2>Audit</h2><p>{html.escape(verdict)} · {audit['pairs']} pairs re-checked against their documents "
+            f"({html.escape(str(path))})</p><p class=\"meta\">{html.escape(note)}</p>"
+            + _table(rows, ["rule", "kind", "checked", "flagged", "first example"]))
+
+
 def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Path:
     """Write ``run_dir/report.html`` for a finished run; returns its path."""
     run = Path(run_dir)
@@ -206,6 +224,7 @@ def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Pat
             f'<div><p><b>Document</b> <span class="meta">{html.escape(pair.document_id)}</span></p><pre>{passage}</pre></div></div>'
         )
 
+    audit_html = _audit_section(run / "dataset" / "audit.json")
     inst = stages["instantiate"]
     facts = [
         ("pairs per document", funnel.get("pairs_per_document")),
@@ -226,6 +245,7 @@ def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Pat
 {_table(stage_rows, ["stage", "in", "out", "skipped", "failed", "by reason"])}
 <h2>Distributions</h2>
 <div class="charts">{charts}</div>
+{audit_html}
 <h2>Sample pairs</h2>
 <p class="meta">{len(chosen)} of {len(dataset)} final pairs, drawn at random; quoted passages are highlighted in the document.</p>
 {"".join(pair_html) or '<p class="meta">no pair was kept</p>'}

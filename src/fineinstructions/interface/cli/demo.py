@@ -18,7 +18,7 @@ from fineinstructions.interface.cli.options import build_config, config_options
 def demo(output, overwrite, quiet, **options) -> None:
     """Run every stage (templatize, index, match, instantiate, judge, pack) on the
     bundled example queries and documents with the embedded models, offline, on the CPU
-    (a few minutes on two cores), and print where the report is."""
+    (a few minutes on two cores), audit the dataset, and print where the report is."""
     from fineinstructions.interface.cli.pipeline import print_funnel
     from fineinstructions.interface.demo import examples_dir, run_demo
 
@@ -27,3 +27,5 @@ def demo(output, overwrite, quiet, **options) -> None:
     log(f"demo: the pipeline on {examples_dir()} (queries.jsonl, documents.jsonl) into {output}")
     stats = run_demo(output, config, overwrite=overwrite, show_progress=not quiet, log=log)
     print_funnel(stats, output, log)
+    if not stats["audit"]["passed"]:
+        raise SystemExit(1)

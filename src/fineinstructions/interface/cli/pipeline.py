@@ -121,13 +121,14 @@ def judge(pairs, output, min_score, min_relevance, judge_format, overwrite, quie
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for every stage's output.")
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming what the output folder holds.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--no-audit", is_flag=True, help="Do not audit the dataset at the end (fineinstructions audit).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @pipeline_input_options
 @bank_input_options
 @output_options
 @executor_options
 @config_options
-def run(queries, templates, documents, output, overwrite, no_report, quiet, **options) -> None:
+def run(queries, templates, documents, output, overwrite, no_report, no_audit, quiet, **options) -> None:
     """Run the whole pipeline: templatize the queries, index the templates, match the
     documents, instantiate, judge and pack, each into its own subfolder of OUTPUT, with
     stats.json and report.html at its root.
@@ -140,6 +141,10 @@ def run(queries, templates, documents, output, overwrite, no_report, quiet, **op
     --messages-field say how queries are read, --document-*-field how documents are,
     --template-field, --description-field and --template-id-field how a bank is.
 
+    At the end the dataset is audited (fineinstructions audit; DATASET/audit.json and a
+    section of the report); a failed hard rule is reported, and the run exits with
+    status 1.
+
     Running the same command again after an interruption (even kill -9) resumes it:
     finished stages and shards are kept, and completed model calls come from the
     request caches.
@@ -151,12 +156,21 @@ def run(queries, templates, documents, output, overwrite, no_report, quiet, **op
         raise click.UsageError("give --queries to templatize, --templates BANK to index, or both")
     config = build_config(options)
     log = _log(quiet)
+
+    def audit(dataset):
+        from fineinstructions.experiments.audit import run_audit
+
+        return run_audit(dataset, documents, config, log=log)
+
     with open_executor(options, config) as executor:
         stats = run_pipeline(
             queries, documents, output, config, templates=templates, overwrite=overwrite,
-            report=None if no_report else write_report, executor=executor, show_progress=not quiet, log=log,
+            report=None if no_report else write_report, audit=None if no_audit else audit, executor=executor,
+            show_progress=not quiet, log=log,
         )
     print_funnel(stats, output, log)
+    if not stats.get("audit", {}).get("passed", True):
+        raise SystemExit(1)
 
 
 def print_funnel(stats: dict, output: str, log) -> None:
