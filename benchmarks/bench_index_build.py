@@ -9,7 +9,10 @@ vector is its 64-byte BLAKE2b digest, so the figures measure the build, not a mo
 a real embedder the embed step dominates (``embed_seconds`` in the index's stats.json).
 
 Each size runs in a fresh process, which reports its peak RSS; the index file's size is
-reported beside it, so what the bank size adds apart from the index itself shows.
+reported beside it, so what the bank size adds apart from the index itself shows. A
+second fresh process loads the finished index as a ``match`` worker does and reports
+what that adds to its RSS (the FAISS index, the template ids, and the details match rows
+carry: template text, variables, query id).
 
     python benchmarks/bench_index_build.py                         # 100K and 1M, ivfpq
     python benchmarks/bench_index_build.py --sizes 100000 --kind flat
@@ -111,23 +114,46 @@ def one(count: int, kind: str) -> dict:
     }
 
 
+def load(folder: str) -> dict:
+    """What loading the index folder adds to a fresh process's RSS."""
+    from fineinstructions.models.index import TemplateIndex
+
+    def rss() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize()
+
+    import faiss  # noqa: F401 (imported before measuring: the load alone is measured)
+    import pyarrow.parquet  # noqa: F401
+    before = rss()
+    index = TemplateIndex.load(folder)
+    return {"templates": len(index), "load_mb": round((rss() - before) / 2**20, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--kind", default="ivfpq", choices=["auto", "flat", "ivf", "ivfsq", "ivfpq", "hnsw"])
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.kind)))
         return
-    header = f"{'templates':>10} {'kind':>6} {'indexed':>9} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12} {'index MB':>9} {'RSS-index MB':>13}"
+    if args.load:
+        print(json.dumps(load(args.load)))
+        return
+    header = (f"{'templates':>10} {'kind':>6} {'indexed':>9} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12} "
+              f"{'index MB':>9} {'RSS-index MB':>13} {'match load MB':>14}")
     print(header)
     for size in args.sizes:
         done = subprocess.run([sys.executable, __file__, "--one", str(size), "--kind", args.kind],
                               capture_output=True, text=True, check=True)
         r = json.loads(done.stdout.strip().splitlines()[-1])
+        loaded = subprocess.run([sys.executable, __file__, "--load", str(Path(r["folder"]) / "index")],
+                                capture_output=True, text=True, check=True)
+        m = json.loads(loaded.stdout.strip().splitlines()[-1])
         print(f"{r['templates']:>10} {r['kind']:>6} {r['indexed']:>9} {r['seconds']:>8} {r['rows_per_s']:>8} "
-              f"{r['peak_rss_mb']:>12} {r['index_mb']:>9} {r['rss_less_index_mb']:>13}", flush=True)
+              f"{r['peak_rss_mb']:>12} {r['index_mb']:>9} {r['rss_less_index_mb']:>13} {m['load_mb']:>14}", flush=True)
         print(f"           skipped: {r['skipped']}", flush=True)
 
 
