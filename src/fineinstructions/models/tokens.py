@@ -23,7 +23,9 @@ from fineinstructions.errors import MissingDependencyError, UserError
 
 
 class TokenCounter(Protocol):
-    """Counts tokens of texts. ``name`` identifies the tokenizer in provenance."""
+    """Counts tokens of texts. ``name`` identifies the tokenizer in provenance. The
+    counters here also ``encode`` texts to ids, ``decode`` ids and name their
+    ``eos_token_id`` (what ``export`` writes token shards with)."""
 
     name: str
 
@@ -58,11 +60,20 @@ class LlamaCppTokenCounter:
         return self._model
 
     def count(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.encode(texts)]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
         model = self._load()
-        return [
-            len(model.tokenize(text.encode("utf-8"), False, False)) if text else 0
-            for text in texts
-        ]
+        return [list(model.tokenize(text.encode("utf-8"), False, False)) if text else [] for text in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        model = self._load()
+        return model.detokenize([int(i) for i in ids], special=False).decode("utf-8", errors="replace")
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self._load().token_eos())
 
 
 class HuggingFaceTokenCounter:
@@ -87,9 +98,21 @@ class HuggingFaceTokenCounter:
         return self._tokenizer
 
     def count(self, texts: Sequence[str]) -> list[int]:
-        tokenizer = self._load()
-        encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return [len(ids) for ids in self.encode(texts)]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
+        return [list(ids) for ids in self._load()(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._load().decode(list(ids))
+
+    @property
+    def eos_token_id(self) -> int:
+        eos = self._load().eos_token_id
+        if eos is None:
+            raise UserError(f"the tokenizer {self.name!r} has no end-of-sequence token to separate documents with")
+        return int(eos)
 
 
 def load_token_counter(spec: str) -> TokenCounter:
