@@ -168,7 +168,7 @@ def _write_tokens(out: Path, items, counter, tokenizer: str) -> dict:
             answer_tokens += int(sum(mask))
     meta = {"rows": rows, "tokens": tokens, "loss_tokens": answer_tokens, "dtype": "uint32", "byte_order": "little",
             "files": {"input_ids": "input_ids.npy", "label_mask": "label_mask.npy"}, "tokenizer": tokenizer,
-            "eos_token_id": counter.eos_token_id}
+            "eos_token_id": counter.eos_token_id, "vocab_size": counter.vocab_size}
     write_json(meta, out / "meta.json")
     return dict(meta)
 

@@ -75,6 +75,10 @@ class LlamaCppTokenCounter:
     def eos_token_id(self) -> int:
         return int(self._load().token_eos())
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self._load().n_vocab())
+
 
 class HuggingFaceTokenCounter:
     """A Hugging Face tokenizer, by hub name or local folder."""
@@ -113,6 +117,10 @@ class HuggingFaceTokenCounter:
         if eos is None:
             raise UserError(f"the tokenizer {self.name!r} has no end-of-sequence token to separate documents with")
         return int(eos)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._load())
 
 
 def load_token_counter(spec: str) -> TokenCounter:

@@ -15,6 +15,7 @@ from fineinstructions.interface.cli.index import index
 from fineinstructions.interface.cli.match import match
 from fineinstructions.interface.cli.pack import pack
 from fineinstructions.interface.cli.pipeline import instantiate, judge, report, run
+from fineinstructions.interface.cli.pretrain import pretrain
 from fineinstructions.interface.cli.templatize import templatize
 
 
@@ -43,5 +44,5 @@ def main() -> None:
     """
 
 
-for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, demo, report, config_command):
+for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, demo, report, config_command):
     main.add_command(_command)
