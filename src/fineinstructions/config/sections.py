@@ -297,6 +297,17 @@ class JudgeConfig(Section):
     batch_size: int = Field(64, ge=1, description="Pairs sent to the model together.")
 
 
+class EvaluateConfig(Section):
+    """Free-form evaluation of pre-trained models (``fineinstructions evaluate``)."""
+
+    llm: AnyLLMConfig = LlamaCppConfig()
+    compare_prompt: str = Field("compare-v1", description="Head-to-head judge prompt: a packaged name or a .toml file.")
+    grade_prompt: str = Field("grade-v1", description="Single-answer 1-10 grading prompt: a packaged name or a .toml file.")
+    max_new_tokens: int = Field(256, ge=1, description="Most tokens a model under test generates per answer.")
+    bootstrap: int = Field(1000, ge=10, description="Bootstrap resamples for the win rate's confidence interval.")
+    seed: int = Field(0, description="Seed of the bootstrap.")
+
+
 class PackConfig(Section):
     """Packing under the documents' token budget (DESIGN §2.6)."""
 
@@ -346,4 +357,5 @@ class Config(Section):
     instantiate: InstantiateConfig = InstantiateConfig()
     judge: JudgeConfig = JudgeConfig()
     pack: PackConfig = PackConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     ray: RayConfig = RayConfig()

@@ -113,7 +113,13 @@ def run_pretrain(
     checkpoint. Returns (and writes to ``output/train.json``) the run's figures."""
     try:
         import torch
-        from transformers import LlamaForCausalLM, Trainer, TrainingArguments, set_seed
+        from transformers import (
+            LlamaForCausalLM,
+            PrinterCallback,
+            Trainer,
+            TrainingArguments,
+            set_seed,
+        )
         from transformers.trainer_utils import get_last_checkpoint
     except ImportError:
         raise MissingDependencyError("transformers", "transformers", "pre-training") from None
@@ -148,6 +154,7 @@ def run_pretrain(
     )
     model = LlamaForCausalLM(config)
     trainer = Trainer(model=model, args=args, train_dataset=data)
+    trainer.remove_callback(PrinterCallback)  # the loss curve goes to train.json, not stdout
     last = get_last_checkpoint(str(out)) if out.exists() else None
     if last:
         log(f"pretrain: resuming from {last}")
