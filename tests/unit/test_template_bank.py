@@ -168,3 +168,13 @@ def test_a_bank_at_an_fsspec_url_is_read_without_a_local_copy(tmp_path):
     finally:
         fsspec.filesystem("memory").rm("/team", recursive=True)
     assert stats["out"] == 3 and stats["skipped"] == {}
+
+
+def test_a_run_without_a_bank_keeps_the_fingerprint_it_had_before_banks_existed():
+    from fineinstructions.execution.pipeline import run_fingerprint
+
+    config = load_config(overrides=["evaluate.max_new_tokens=7"])
+    plain = run_fingerprint(config, bank=False)
+    assert "templates" not in plain["input"] and "evaluate" not in plain  # so older runs still resume
+    assert run_fingerprint(config, bank=True)["input"]["templates"]["template_field"] == "template"
+    assert run_fingerprint(load_config(overrides=FIELDS), bank=False) == plain  # bank fields matter with a bank only

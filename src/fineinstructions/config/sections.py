@@ -298,14 +298,23 @@ class JudgeConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """Free-form evaluation of pre-trained models (``fineinstructions evaluate``)."""
+    """Free-form evaluation of pre-trained models (``fineinstructions evaluate``); it
+    changes evaluation figures, never the pipeline's rows."""
 
     llm: AnyLLMConfig = LlamaCppConfig()
-    compare_prompt: str = Field("compare-v1", description="Head-to-head judge prompt: a packaged name or a .toml file.")
-    grade_prompt: str = Field("grade-v1", description="Single-answer 1-10 grading prompt: a packaged name or a .toml file.")
-    max_new_tokens: int = Field(256, ge=1, description="Most tokens a model under test generates per answer.")
-    bootstrap: int = Field(1000, ge=10, description="Bootstrap resamples for the win rate's confidence interval.")
-    seed: int = Field(0, description="Seed of the bootstrap.")
+    compare_prompt: str = Field(
+        "compare-v1", description="Head-to-head judge prompt: a packaged name or a .toml file.", json_schema_extra=AFFECTS_OUTPUT
+    )
+    grade_prompt: str = Field(
+        "grade-v1", description="Single-answer 1-10 grading prompt: a packaged name or a .toml file.", json_schema_extra=AFFECTS_OUTPUT
+    )
+    max_new_tokens: int = Field(
+        256, ge=1, description="Most tokens a model under test generates per answer.", json_schema_extra=AFFECTS_OUTPUT
+    )
+    bootstrap: int = Field(
+        1000, ge=10, description="Bootstrap resamples for the win rate's confidence interval.", json_schema_extra=AFFECTS_OUTPUT
+    )
+    seed: int = Field(0, description="Seed of the bootstrap.", json_schema_extra=AFFECTS_OUTPUT)
 
 
 class PackConfig(Section):

@@ -31,6 +31,17 @@ STAGES = ("templates", "index", "matches", "pairs", "judged", "dataset")
 GUARDED = ("queries", "templates", "documents", "config_sha256")  # what a resumed run must share
 
 
+def run_fingerprint(config: Config, *, bank: bool) -> dict:
+    """The fields that change a run's rows: the evaluation settings never do, and the
+    bank's field names only when a bank is given (so runs started before they existed
+    still resume)."""
+    fingerprint = output_fingerprint(config)
+    fingerprint.pop("evaluate", None)
+    if not bank and "input" in fingerprint:
+        fingerprint["input"] = {k: v for k, v in fingerprint["input"].items() if k != "templates"}
+    return fingerprint
+
+
 def _finished(folder: Path) -> dict | None:
     path = folder / "stats.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -98,7 +109,7 @@ def run_pipeline(
     config_text = config_as_toml(config)
     # Only the fields that change rows guard a resume: a run may resume on another
     # executor, with other timeouts, batch or shard sizes, or another server address.
-    output_config = json.dumps(output_fingerprint(config), sort_keys=True)
+    output_config = json.dumps(run_fingerprint(config, bank=bool(templates)), sort_keys=True)
     manifest = {
         "fineinstructions": __version__,
         "queries": [resolved(p) for p in query_paths],
