@@ -41,3 +41,40 @@ def test_evaluate_two_tiny_models_with_the_embedded_judge(tmp_path):
     # The embedded judge is constrained to the JSON schema: every judgement parses.
     assert all(j.get("score") is not None or j.get("verdict") is not None for j in judgements)
     assert figures["head_to_head"]["items"] == 2 and 0 <= figures["head_to_head"]["win_rate"] <= 1
+
+
+def test_the_experiment_end_to_end_on_a_small_slice(tmp_path):
+    from test_pipeline_real import DATA, real_documents
+
+    queries = [json.loads(line) for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()][::150][:24]
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    documents = real_documents(4)
+    (tmp_path / "documents.jsonl").write_text(
+        "".join(json.dumps({"id": d.id, "text": d.text, "source": d.source}) + "\n" for d in documents)
+    )
+    out = tmp_path / "exp"
+    command = [
+        "experiment", "--queries", str(tmp_path / "queries.jsonl"), "--documents", str(tmp_path / "documents.jsonl"),
+        "--eval-set", str(EVAL / "mt_bench.jsonl"), "-o", str(out), "--seq-len", "32", "--batch-size", "2",
+        "--limit", "2", "--set", "evaluate.max_new_tokens=16",
+        # A small bank matches little at the calibrated threshold (see test_pipeline_real).
+        "--set", "match.threshold=0.15", "--set", "judge.min_relevance=null", "--set", "instantiate.shard_size=2",
+    ]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    figures = json.loads((out / "experiment.json").read_text())
+    pairs, control = figures["arms"]["pairs"], figures["arms"]["control"]
+    assert figures["pairs"] > 0 and figures["audit"]["passed"]
+    assert pairs["corpus_tokens"] == control["corpus_tokens"]  # token for token
+    assert pairs["training_tokens"] == control["training_tokens"] and pairs["steps"] == control["steps"]
+    assert pairs["reference_nll"] is not None and control["reference_nll"] is not None
+    assert figures["head_to_head"]["items"] == 2
+    # The evaluation set's prompts were protected from the queries.
+    assert (out / "protected" / "mt_bench.txt").exists()
+    assert str(out / "protected" / "mt_bench.txt") in json.loads((out / "run" / "run.json").read_text())["config"]
+    report = (out / "report.html").read_text()
+    assert "says nothing about what the method is worth" in report and report.count("<svg") == 2
+    # Run again: every step is found done.
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "experiment.json").read_text()) == figures

@@ -65,7 +65,7 @@ def _bars(title: str, data: Sequence[tuple[str, float]], *, xlabel: str = "", wi
     return f'<div class="chart"><h3>{html.escape(title)}</h3>{"".join(parts)}</div>'
 
 
-def _line(title: str, points: Sequence[tuple[int, int]], *, xlabel: str, ylabel: str, width: int = 420, height: int = 220) -> str:
+def line_chart(title: str, points: Sequence[tuple[int, int]], *, xlabel: str, ylabel: str, width: int = 420, height: int = 220) -> str:
     """A line chart (x, y increasing) as inline SVG."""
     if len(points) < 2:
         return f'<div class="chart"><h3>{html.escape(title)}</h3><p class="meta">not enough data</p></div>'
@@ -86,7 +86,7 @@ def _line(title: str, points: Sequence[tuple[int, int]], *, xlabel: str, ylabel:
     )
 
 
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+def html_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(
@@ -140,7 +140,7 @@ def _audit_section(path: Path) -> str:
             f"{diversity.get('largest_template_share')} of the pairs (paper: at most {diversity.get('paper_largest_template_share')})")
     return (f"<h2>Audit</h2><p>{html.escape(verdict)} · {audit['pairs']} pairs re-checked against their documents "
             f"({html.escape(str(path))})</p><p class=\"meta\">{html.escape(note)}</p>"
-            + _table(rows, ["rule", "kind", "checked", "flagged", "first example"]))
+            + html_table(rows, ["rule", "kind", "checked", "flagged", "first example"]))
 
 
 def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Path:
@@ -181,7 +181,7 @@ def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Pat
             _bars("Matches per document", [(str(k), v) for k, v in per_doc], xlabel="matches"),
             _bars("Excerpt ratio of grounded pairs", ratio_data, xlabel="share of the answer quoted"),
             _bars("Judge scores", [(str(k), scores.get(str(k), 0)) for k in range(1, 6)], xlabel="score"),
-            _line("Distinct templates vs documents processed", curve, xlabel="documents", ylabel="distinct templates"),
+            line_chart("Distinct templates vs documents processed", curve, xlabel="documents", ylabel="distinct templates"),
         ]
     )
 
@@ -239,10 +239,10 @@ def write_report(run_dir: str | Path, *, samples: int = 8, seed: int = 0) -> Pat
 <h1>fineinstructions run report</h1>
 <p class="meta">{html.escape(str(run.resolve()))} · fineinstructions {__version__}</p>
 <h2>Funnel</h2>
-{_table(funnel_rows, ["step", "count"])}
-{_table([(k, str(v)) for k, v in facts], ["", ""])}
+{html_table(funnel_rows, ["step", "count"])}
+{html_table([(k, str(v)) for k, v in facts], ["", ""])}
 <h2>Stages</h2>
-{_table(stage_rows, ["stage", "in", "out", "skipped", "failed", "by reason"])}
+{html_table(stage_rows, ["stage", "in", "out", "skipped", "failed", "by reason"])}
 <h2>Distributions</h2>
 <div class="charts">{charts}</div>
 {audit_html}

@@ -11,6 +11,7 @@ from fineinstructions.interface.cli.audit import audit
 from fineinstructions.interface.cli.config_command import config_command
 from fineinstructions.interface.cli.demo import demo
 from fineinstructions.interface.cli.evaluate import evaluate
+from fineinstructions.interface.cli.experiment import experiment
 from fineinstructions.interface.cli.export import export
 from fineinstructions.interface.cli.index import index
 from fineinstructions.interface.cli.match import match
@@ -45,5 +46,5 @@ def main() -> None:
     """
 
 
-for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, demo, report, config_command):
+for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, experiment, demo, report, config_command):
     main.add_command(_command)
