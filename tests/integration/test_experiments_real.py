@@ -55,7 +55,7 @@ def test_the_experiment_end_to_end_on_a_small_slice(tmp_path):
     out = tmp_path / "exp"
     command = [
         "experiment", "--queries", str(tmp_path / "queries.jsonl"), "--documents", str(tmp_path / "documents.jsonl"),
-        "--eval-set", str(EVAL / "mt_bench.jsonl"), "-o", str(out), "--seq-len", "32", "--batch-size", "2",
+        "--eval-set", str(EVAL / "alpaca_eval.jsonl"), "-o", str(out), "--seq-len", "32", "--batch-size", "2",
         "--limit", "2", "--set", "evaluate.max_new_tokens=16",
         # A small bank matches little at the calibrated threshold (see test_pipeline_real).
         "--set", "match.threshold=0.15", "--set", "judge.min_relevance=null", "--set", "instantiate.shard_size=2",
@@ -70,8 +70,8 @@ def test_the_experiment_end_to_end_on_a_small_slice(tmp_path):
     assert pairs["reference_nll"] is not None and control["reference_nll"] is not None
     assert figures["head_to_head"]["items"] == 2
     # The evaluation set's prompts were protected from the queries.
-    assert (out / "protected" / "mt_bench.txt").exists()
-    assert str(out / "protected" / "mt_bench.txt") in json.loads((out / "run" / "run.json").read_text())["config"]
+    assert (out / "protected" / "alpaca_eval.txt").exists()
+    assert str(out / "protected" / "alpaca_eval.txt") in json.loads((out / "run" / "run.json").read_text())["config"]
     report = (out / "report.html").read_text()
     assert "says nothing about what the method is worth" in report and report.count("<svg") == 2
     # Run again: every step is found done.

@@ -147,7 +147,8 @@ def run_pretrain(
         gradient_accumulation_steps=settings.grad_accum, learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.schedule, warmup_steps=math.ceil(settings.warmup_ratio * steps),
         weight_decay=settings.weight_decay, seed=settings.seed, data_seed=settings.seed,
-        save_steps=settings.save_steps, save_total_limit=2, logging_steps=settings.logging_steps,
+        save_steps=settings.save_steps, save_total_limit=2,
+        logging_steps=max(1, min(settings.logging_steps, steps // 10)),  # a loss curve even for a short run
         report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         ddp_backend="gloo" if not torch.cuda.is_available() and world > 1 else None,
