@@ -7,7 +7,7 @@ import click
 from fineinstructions.interface.cli.options import build_config, config_options
 
 
-@click.command("evaluate", short_help="Models -> reference NLL, head-to-head win rate, graded answers.")
+@click.command("evaluate", short_help="Models -> NLL, win rate, grades.")
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--eval-set", "eval_set", required=True, type=click.Path(exists=True), help="AlpacaEval, MT-Bench or plain-prompt file (or folder).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for evaluation.json, answers and judgements.")

@@ -7,7 +7,7 @@ import click
 from fineinstructions.interface.cli.options import INPUT, build_config, config_options
 
 
-@click.command("experiment", short_help="The controlled comparison: pairs vs the same documents, token for token.")
+@click.command("experiment", short_help="Pairs vs the same documents: the whole experiment.")
 @click.option("--queries", "queries", multiple=True, required=True, type=INPUT, help="Query files, folders or URLs (repeatable).")
 @click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="Document files, folders or URLs (repeatable).")
 @click.option("--eval-set", "eval_set", required=True, type=click.Path(exists=True), help="AlpacaEval, MT-Bench or plain-prompt file.")

@@ -7,7 +7,7 @@ import click
 from fineinstructions.interface.cli.options import INPUT, build_config, config_options
 
 
-@click.command("export", short_help="Dataset (or its control corpus) -> trainer formats.")
+@click.command("export", short_help="Dataset or control corpus -> trainer files.")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "format", required=True, type=click.Choice(["jsonl", "parquet", "hf", "tokens"]),
               help="jsonl or parquet files, a Hugging Face datasets folder (hf), or uint32 token ids with a loss mask (tokens).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 
-@click.command("pretrain", short_help="Token corpus -> a model pre-trained from scratch.")
+@click.command("pretrain", short_help="Token corpus -> a model from scratch.")
 @click.argument("corpus", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for checkpoints, the final model and train.json.")
 @click.option("--size", default="tiny", show_default=True, help="Model size: tiny, 300m, 1.8b, or a JSON file of LlamaConfig fields.")
