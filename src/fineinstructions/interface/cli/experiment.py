@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from fineinstructions.interface.cli.options import INPUT, build_config, config_options
+from fineinstructions.interface.cli.pretrain import training_options
+
+TRAINING = ("size", "seq_len", "tokens", "loss", "batch_size", "grad_accum", "learning_rate", "schedule", "seed", "save_steps")
 
 
 @click.command("experiment", short_help="Pairs vs the same documents: the whole experiment.")
@@ -12,18 +15,11 @@ from fineinstructions.interface.cli.options import INPUT, build_config, config_o
 @click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="Document files, folders or URLs (repeatable).")
 @click.option("--eval-set", "eval_set", required=True, type=click.Path(exists=True), help="AlpacaEval, MT-Bench or plain-prompt file.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for every step and the report.")
-@click.option("--size", default="tiny", show_default=True, help="Model size for both arms: tiny, 300m, 1.8b, or a JSON file.")
-@click.option("--seq-len", default=256, show_default=True, help="Tokens per training sequence.")
-@click.option("--tokens", type=int, help="Training tokens per arm (default: the dataset's token count).")
-@click.option("--loss", type=click.Choice(["answer", "all"]), default="answer", show_default=True, help="The pairs arm's loss (the control corpus is learned whole either way).")
-@click.option("--batch-size", default=8, show_default=True, help="Sequences per device per step.")
-@click.option("--lr", "learning_rate", default=3e-3, show_default=True, help="Peak learning rate.")
-@click.option("--seed", default=0, show_default=True, help="Seed of both models.")
+@training_options
 @click.option("--limit", type=int, help="Evaluate on the first N items only.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @config_options
-def experiment(queries, documents, eval_set, output, size, seq_len, tokens, loss, batch_size, learning_rate, seed, limit,
-               quiet, **options) -> None:
+def experiment(queries, documents, eval_set, output, limit, quiet, **options) -> None:
     """Run the paper's controlled experiment on your corpus: the pipeline (its queries
     decontaminated against EVAL_SET), the audit, the dataset and the control corpus (the
     same documents as plain text, cut to the same token count), two models pre-trained
@@ -32,10 +28,10 @@ def experiment(queries, documents, eval_set, output, size, seq_len, tokens, loss
     from fineinstructions.experiments.pretrain import PretrainSettings
     from fineinstructions.interface.experiment import run_experiment
 
+    training = {name: options.pop(name) for name in TRAINING}
     config = build_config(options)
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
-    settings = PretrainSettings(size=size, seq_len=seq_len, tokens=tokens, loss=loss, batch_size=batch_size,
-                                learning_rate=learning_rate, seed=seed)
+    settings = PretrainSettings(**training)
     result = run_experiment(queries, documents, eval_set, output, config, settings, limit=limit,
                             show_progress=not quiet, log=log)
     h2h = result.get("head_to_head") or {}
