@@ -42,9 +42,11 @@ def _protected(eval_set: Path, folder: Path) -> Path:
 
 def run_experiment(
     query_paths: Sequence[str | Path], document_paths: Sequence[str | Path], eval_set: str | Path, output: str | Path,
-    config: Config, settings, *, limit: int | None = None, show_progress: bool = True, log: Callable[[str], None] = print,
+    config: Config, settings, *, templates: Sequence[str | Path] = (), limit: int | None = None, show_progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> dict:
-    """Run (or resume) the whole experiment into ``output``; returns ``experiment.json``."""
+    """Run (or resume) the whole experiment into ``output``; returns ``experiment.json``.
+    The bank is made from ``query_paths``, or is ``templates``, or both (as in ``run``)."""
     from fineinstructions.execution.pipeline import run_pipeline
     from fineinstructions.experiments.audit import run_audit
     from fineinstructions.experiments.evaluate import run_evaluate
@@ -58,7 +60,7 @@ def run_experiment(
     config = config.model_copy(update={"queries": config.queries.model_copy(
         update={"protected": (*config.queries.protected, str(protected)), "protected_text_field": "text"})})
     log("experiment: 1/5 the pipeline (queries decontaminated against the evaluation set)")
-    stats = run_pipeline(query_paths, document_paths, out / "run", config, show_progress=show_progress, log=log,
+    stats = run_pipeline(query_paths, document_paths, out / "run", config, templates=templates, show_progress=show_progress, log=log,
                          audit=lambda dataset: run_audit(dataset, document_paths, config, log=log), report=write_report)
     dataset = out / "run" / "dataset"
     if not stats["funnel"]["packed"]:

@@ -11,7 +11,8 @@ TRAINING = ("size", "seq_len", "tokens", "loss", "batch_size", "grad_accum", "le
 
 
 @click.command("experiment", short_help="Pairs vs the same documents: the whole experiment.")
-@click.option("--queries", "queries", multiple=True, required=True, type=INPUT, help="Query files, folders or URLs (repeatable).")
+@click.option("--queries", "queries", multiple=True, type=INPUT, help="Query files, folders or URLs (repeatable).")
+@click.option("--templates", "templates", multiple=True, type=INPUT, help="A template bank to index instead of (or with) templates made from --queries (repeatable).")
 @click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="Document files, folders or URLs (repeatable).")
 @click.option("--eval-set", "eval_set", required=True, type=click.Path(exists=True), help="AlpacaEval, MT-Bench or plain-prompt file.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for every step and the report.")
@@ -19,7 +20,7 @@ TRAINING = ("size", "seq_len", "tokens", "loss", "batch_size", "grad_accum", "le
 @click.option("--limit", type=int, help="Evaluate on the first N items only.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @config_options
-def experiment(queries, documents, eval_set, output, limit, quiet, **options) -> None:
+def experiment(queries, templates, documents, eval_set, output, limit, quiet, **options) -> None:
     """Run the paper's controlled experiment on your corpus: the pipeline (its queries
     decontaminated against EVAL_SET), the audit, the dataset and the control corpus (the
     same documents as plain text, cut to the same token count), two models pre-trained
@@ -28,11 +29,13 @@ def experiment(queries, documents, eval_set, output, limit, quiet, **options) ->
     from fineinstructions.experiments.pretrain import PretrainSettings
     from fineinstructions.interface.experiment import run_experiment
 
+    if not queries and not templates:
+        raise click.UsageError("give --queries to templatize, --templates BANK to index, or both")
     training = {name: options.pop(name) for name in TRAINING}
     config = build_config(options)
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     settings = PretrainSettings(**training)
-    result = run_experiment(queries, documents, eval_set, output, config, settings, limit=limit,
+    result = run_experiment(queries, documents, eval_set, output, config, settings, templates=templates, limit=limit,
                             show_progress=not quiet, log=log)
     h2h = result.get("head_to_head") or {}
     log(f"experiment: reference NLL pairs {result['arms']['pairs'].get('reference_nll')} vs control "
