@@ -44,14 +44,9 @@ def test_evaluate_two_tiny_models_with_the_embedded_judge(tmp_path):
 
 
 def test_the_experiment_end_to_end_on_a_small_slice(tmp_path):
-    from test_pipeline_real import DATA, real_documents
+    from test_pipeline_real import write_slice
 
-    queries = [json.loads(line) for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()][::150][:24]
-    (tmp_path / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    documents = real_documents(4)
-    (tmp_path / "documents.jsonl").write_text(
-        "".join(json.dumps({"id": d.id, "text": d.text, "source": d.source}) + "\n" for d in documents)
-    )
+    write_slice(tmp_path)
     out = tmp_path / "exp"
     command = [
         "experiment", "--queries", str(tmp_path / "queries.jsonl"), "--documents", str(tmp_path / "documents.jsonl"),

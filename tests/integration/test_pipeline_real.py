@@ -34,6 +34,18 @@ def real_documents(n: int, step: int = 37) -> list[DocumentRow]:
     return [d for d in documents[::step] if len(d.text) < 6000][:n]
 
 
+def write_slice(folder: Path, documents: int = 4) -> list[DocumentRow]:
+    """24 real queries and ``documents`` real documents as folder/queries.jsonl and
+    folder/documents.jsonl; returns the documents."""
+    queries = [json.loads(line) for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()][::150][:24]
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    chosen = real_documents(documents)
+    (folder / "documents.jsonl").write_text(
+        "".join(json.dumps({"id": d.id, "text": d.text, "source": d.source}) + "\n" for d in chosen)
+    )
+    return chosen
+
+
 def balanced(step: dict) -> bool:
     return step["in"] == step["out"] + sum(step.get("skipped", {}).values()) + sum(step.get("failed", {}).values())
 
@@ -73,12 +85,7 @@ def test_with_the_grammar_every_marker_the_real_model_writes_resolves(llm):
 
 
 def test_run_end_to_end_on_real_queries_and_documents(tmp_path):
-    queries = [json.loads(line) for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()][::150][:24]
-    (tmp_path / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    documents = real_documents(4)
-    (tmp_path / "documents.jsonl").write_text(
-        "".join(json.dumps({"id": d.id, "text": d.text, "source": d.source}) + "\n" for d in documents)
-    )
+    documents = write_slice(tmp_path)
     # A small bank matches little at the calibrated threshold; a low one gives the later stages
     # work. Its pairs rarely answer their instructions, and the relevance gate rightly drops
     # them (tests/integration/test_quality_real.py tests it); here some must reach the dataset.
