@@ -24,10 +24,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from fineinstructions.config import Config
-from fineinstructions.errors import UserError
 from fineinstructions.experiments import audit_rules as rules
+from fineinstructions.experiments.export import dataset_shards
 from fineinstructions.io import read_documents, read_rows, write_json
-from fineinstructions.io.formats import format_suffix
 from fineinstructions.records import PairRow
 
 HARD = ("spans", "excerpt_ratio", "markup", "format", "judge_score", "ids")
@@ -112,10 +111,7 @@ def run_audit(
 
     started = time.monotonic()
     folder = Path(dataset)
-    files = [f for f in folder.iterdir() if f.name.startswith("part-") and format_suffix(f)] if folder.is_dir() else []
-    if not files and not (folder / "stats.json").exists():  # pack writes no shard when it kept no pair
-        raise UserError(f"{folder} holds no dataset shards (part-*.parquet)\n  fix: give the folder `fineinstructions pack` wrote")
-    files.sort()
+    files = dataset_shards(folder)
     setup = AuditSettings.from_config(config, **settings)
     found = {name: Rule(name, name in HARD) for name in (*HARD, *SOFT)}
     wanted = {pair.document_id for pair in read_rows(files, PairRow)}

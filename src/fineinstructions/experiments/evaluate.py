@@ -65,18 +65,15 @@ class ModelUnderTest:
     def context(self) -> int:
         return int(self.model.config.max_position_embeddings)
 
-    def _prompt_and_answer(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-        head = self.counter.encode([format_pair(prompt, "").rstrip()])[0]
-        full = self.counter.encode([format_pair(prompt, answer)])[0]
-        shared = next((i for i, (a, b) in enumerate(zip(full, head, strict=False)) if a != b), min(len(full), len(head)))
-        return full[:shared], full[shared:] + [self.counter.eos_token_id]
-
     def reference_nll(self, prompt: str, reference: str) -> tuple[float, int]:
         """Summed NLL of the reference's tokens (and end-of-sequence) given the prompt,
         and how many tokens that is (the prompt is cut from the left to fit)."""
         import torch
 
-        head, answer = self._prompt_and_answer(prompt, reference)
+        from fineinstructions.experiments.export import split_prompt
+
+        head, answer = split_prompt(self.counter, prompt, reference)
+        answer = answer + [self.counter.eos_token_id]
         answer = answer[: self.context - 1]
         head = head[-(self.context - len(answer)):] if len(head) + len(answer) > self.context else head
         ids = torch.tensor([head + answer])

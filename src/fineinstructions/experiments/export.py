@@ -43,6 +43,7 @@ TOKEN_DTYPE = np.uint32
 
 
 def dataset_shards(dataset: str | Path) -> list[Path]:
+    """The shards of a dataset folder ``pack`` wrote, in order (none when it kept no pair)."""
     folder = Path(dataset)
     files = sorted(f for f in folder.iterdir() if f.name.startswith("part-") and format_suffix(f)) if folder.is_dir() else []
     if not files and not (folder / "stats.json").exists():
@@ -142,19 +143,24 @@ def _counter(tokenizer: str):
     return load_token_counter(tokenizer)
 
 
+def split_prompt(counter, instruction: str, answer: str) -> tuple[list[int], list[int]]:
+    """The token ids of a pair's training text cut where its answer starts: the prompt
+    ``Instruction: …\n\nAnswer:`` and the rest. The cut is where the prompt's own tokens
+    stop matching the text's (the tokenizer usually splits exactly there)."""
+    full = counter.encode([format_pair(instruction, answer)])[0]
+    prompt = counter.encode([format_pair(instruction, "").rstrip()])[0]
+    shared = next((i for i, (a, b) in enumerate(zip(full, prompt, strict=False)) if a != b), min(len(full), len(prompt)))
+    return full[:shared], full[shared:]
+
+
 def _pair_tokens(shards: Sequence[Path], counter) -> Iterator[tuple[list[int], list[int]]]:
     """Each pair's token ids (its training text, then end-of-sequence) and loss mask
     (1 on the answer's tokens and the end-of-sequence token)."""
     eos = counter.eos_token_id
     for shard in shards:
-        pairs = list(read_rows([shard], PairRow))
-        texts = [p.text or format_pair(p.instruction, p.answer) for p in pairs]
-        prompts = [format_pair(p.instruction, "").rstrip() for p in pairs]  # "Instruction: …\n\nAnswer:"
-        for ids, prompt in zip(counter.encode(texts), counter.encode(prompts), strict=True):
-            # The prompt's tokens open the text's when the tokenizer splits at the answer;
-            # otherwise the mask starts after the longest shared prefix.
-            shared = next((i for i, (a, b) in enumerate(zip(ids, prompt, strict=False)) if a != b), min(len(ids), len(prompt)))
-            yield ids + [eos], [0] * shared + [1] * (len(ids) - shared + 1)
+        for pair in read_rows([shard], PairRow):
+            prompt, answer = split_prompt(counter, pair.instruction, pair.answer)
+            yield prompt + answer + [eos], [0] * len(prompt) + [1] * (len(answer) + 1)
 
 
 def _write_tokens(out: Path, items, counter, tokenizer: str) -> dict:
