@@ -32,7 +32,7 @@ from fineinstructions.io import write_json
 from fineinstructions.io.formats import format_suffix, is_url
 from fineinstructions.models.embedder import Embedder
 from fineinstructions.models.index import IndexBuilder, settings_for
-from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID
+from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID, REPEATED
 
 KEEP, REPEATED_CONTENT, REPEATED_ID = 0, 1, 2
 
@@ -111,11 +111,8 @@ def _repeat_rejects(table, fate: np.ndarray) -> Iterator[str]:
         return
     part = table.select(["id", "template"]).take(dropped).to_pylist()
     for row, code in zip(part, fate[dropped], strict=True):
-        reason, detail = (
-            (DUPLICATE, "an earlier shard has the same template and description")
-            if code == REPEATED_CONTENT else (DUPLICATE_ID, "an earlier shard has another template under this id")
-        )
-        reject = RejectRow(stage="index", input_id=row["id"], reason=reason, detail=detail, input=row["template"])
+        reason = DUPLICATE if code == REPEATED_CONTENT else DUPLICATE_ID
+        reject = RejectRow(stage="index", input_id=row["id"], reason=reason, detail=REPEATED[reason], input=row["template"])
         yield json.dumps(row_to_dict(reject), ensure_ascii=False) + "\n"
 
 

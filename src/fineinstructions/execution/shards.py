@@ -33,7 +33,7 @@ from fineinstructions.io.readers import (
     read_rows,
 )
 from fineinstructions.records import ROW_TYPES, RejectRow
-from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID, template_builder
+from fineinstructions.text.bank import DUPLICATE, DUPLICATE_ID, REPEATED, template_builder
 
 ROW_TYPE_NAMES = {t.__name__: t for t in ROW_TYPES}
 
@@ -164,12 +164,6 @@ def _corpus_rows(piece: Piece, kind: str, spec: ReadSpec, result: ReadResult, sk
                     result.ids.append(outcome.id)
                 result.counts["read:records"] += 1
                 yield outcome
-
-
-REPEATED = {
-    DUPLICATE: "an earlier row has the same template and description",
-    DUPLICATE_ID: "an earlier row has another template under this id",
-}
 
 
 def _repeated_template(row: Any, ids: set[str], contents: set[str]) -> str | None:

@@ -29,6 +29,10 @@ STAGE = "index"
 EMPTY_TEMPLATE = "empty_template"
 DUPLICATE = "duplicate"  # the same template and description as an earlier row
 DUPLICATE_ID = "duplicate_id"  # another template under an id an earlier row has
+REPEATED = {  # why a repeat was dropped, as its reject says
+    DUPLICATE: "an earlier row has the same template and description",
+    DUPLICATE_ID: "an earlier row has another template under this id",
+}
 
 
 def _text(path: Path, location: str, record: dict, name: str, option: str) -> str | None | InputError:
