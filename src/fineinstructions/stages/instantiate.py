@@ -208,8 +208,7 @@ class Instantiator:
 
     def _turns(self, document: str, template: str, region: tuple[int, int] | None = None) -> list[tuple[str, str]]:
         if self.prompt is None:
-            payload = {"instruction_template": template, "document": document}
-            return [("user", json.dumps(payload, ensure_ascii=False))]
+            return [("user", released_user_turn(document, template))]
         turns: list[tuple[str, str]] = [("system", self.prompt.system)]
         for example in self.prompt.examples:
             turns.append(("user", _user_turn(example["document"].strip(), example["template"])))
@@ -373,6 +372,12 @@ class Instantiator:
                 document_chars=len(seen) if len(seen) < len(document.text) else None,
             )
         )
+
+
+def released_user_turn(document: str, template: str) -> str:
+    """The user message of the released instantiator's contract (``fineinstructions``
+    mode, and the silver data its students learn from)."""
+    return json.dumps({"instruction_template": template, "document": document}, ensure_ascii=False)
 
 
 def _user_turn(document: str, template: str) -> str:

@@ -10,6 +10,7 @@ from fineinstructions.errors import UserError
 from fineinstructions.interface.cli.audit import audit
 from fineinstructions.interface.cli.config_command import config_command
 from fineinstructions.interface.cli.demo import demo
+from fineinstructions.interface.cli.distill import distill
 from fineinstructions.interface.cli.evaluate import evaluate
 from fineinstructions.interface.cli.experiment import experiment
 from fineinstructions.interface.cli.export import export
@@ -19,6 +20,7 @@ from fineinstructions.interface.cli.pack import pack
 from fineinstructions.interface.cli.pipeline import instantiate, judge, report, run
 from fineinstructions.interface.cli.pretrain import pretrain
 from fineinstructions.interface.cli.templatize import templatize
+from fineinstructions.interface.cli.train import train
 
 
 class _Group(click.Group):
@@ -46,5 +48,5 @@ def main() -> None:
     """
 
 
-for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, experiment, demo, report, config_command):
+for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, experiment, distill, train, demo, report, config_command):
     main.add_command(_command)
