@@ -16,7 +16,7 @@ from fineinstructions.interface.cli import main
 from fineinstructions.io import ShardWriter, read_rows
 from fineinstructions.records import PairRow, QueryRow
 
-PIPELINE = ["templatize", "index", "match", "instantiate", "judge", "pack", "run", "audit", "export", "pretrain", "evaluate", "experiment", "distill", "train", "demo", "report"]
+PIPELINE = ["templatize", "index", "match", "instantiate", "judge", "pack", "run", "audit", "export", "pretrain", "evaluate", "experiment", "distill", "train", "calibrate", "demo", "report"]
 HEAVY = ["torch", "llama_cpp", "vllm", "transformers", "pyarrow"]
 
 

@@ -28,6 +28,10 @@ import numpy as np
 
 from fineinstructions.errors import MissingDependencyError, UserError
 
+# Beside a trained embedder's weights: what this package learnt about it (its calibrated
+# match threshold, written by `train retriever` and `calibrate --write`).
+MODEL_SETTINGS = "fineinstructions.json"
+
 # A fixed sentence whose embedding fingerprints the weights (a renamed copy of a model
 # matches; a different model, or the same name with other weights, does not).
 PROBE_TEXT = "Instruction templates are matched to documents by their meaning."

@@ -21,16 +21,18 @@ A vector with no candidate above the threshold contributes nothing; it is counte
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from fineinstructions.errors import UserError
-from fineinstructions.models.embedder import Embedder, normalize
+from fineinstructions.models.embedder import MODEL_SETTINGS, Embedder, normalize
 from fineinstructions.models.index import TemplateIndex, require_same_embedder
 from fineinstructions.models.pooling import gaussian_pool
 from fineinstructions.records import DocumentRow, MatchRow
@@ -49,7 +51,13 @@ CALIBRATED_THRESHOLDS: dict[str, float] = {
 
 
 def calibrated_threshold(model: str) -> float:
-    """The shipped threshold for an embedder, or a clear error saying to pass one."""
+    """The threshold stored with a trained embedder (``train retriever``, ``calibrate
+    --write``), the shipped one for a known embedder, or a clear error saying to pass one."""
+    stored = Path(model) / MODEL_SETTINGS
+    if stored.is_file():
+        threshold = json.loads(stored.read_text(encoding="utf-8")).get("match_threshold")
+        if isinstance(threshold, (int, float)):
+            return float(threshold)
     try:
         return CALIBRATED_THRESHOLDS[model]
     except KeyError:
@@ -57,7 +65,7 @@ def calibrated_threshold(model: str) -> float:
         raise UserError(
             f"there is no calibrated match threshold for the embedder {model!r} (known: {known}).\n"
             "  fix: pass --threshold COSINE (or --set match.threshold=COSINE); "
-            "benchmarks/calibrate_threshold.py shows how to choose one"
+            "`fineinstructions calibrate --labels ... --write` stores one with a model folder"
         ) from None
 
 

@@ -20,7 +20,7 @@ from fineinstructions.interface.cli.pack import pack
 from fineinstructions.interface.cli.pipeline import instantiate, judge, report, run
 from fineinstructions.interface.cli.pretrain import pretrain
 from fineinstructions.interface.cli.templatize import templatize
-from fineinstructions.interface.cli.train import train
+from fineinstructions.interface.cli.train import calibrate, train
 
 
 class _Group(click.Group):
@@ -48,5 +48,5 @@ def main() -> None:
     """
 
 
-for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, experiment, distill, train, demo, report, config_command):
+for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, experiment, distill, train, calibrate, demo, report, config_command):
     main.add_command(_command)

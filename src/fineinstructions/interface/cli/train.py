@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import click
+
+from fineinstructions.interface.cli.distill import TEACHER_HELP, teacher_settings
+from fineinstructions.interface.cli.options import INPUT, build_config, config_options
 
 
 def student_options(command):
@@ -27,7 +32,7 @@ def student_options(command):
     return command
 
 
-@click.group("train", short_help="Fine-tune a helper: templatizer, instantiator.")
+@click.group("train", short_help="Fine-tune a helper: templatizer, instantiator, retriever.")
 def train() -> None:
     """Fine-tune a helper on silver data (`fineinstructions distill`) with the transformers
     Trainer, loss on the assistant turn only. The output is a Hugging Face model folder
@@ -54,3 +59,54 @@ def _student(helper: str):
 
 templatizer = _student("templatizer")
 instantiator = _student("instantiator")
+
+
+@train.command("retriever", short_help="Fine-tune the retriever (rounds 1 and 2).")
+@click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="Document files, folders or URLs (repeatable).")
+@click.option("--templates", "templates", multiple=True, required=True, type=INPUT, help="The template bank (repeatable).")
+@click.option("--index", "index", type=click.Path(exists=True, file_okay=False), help="The bank's index under the current embedder (default: built into OUTPUT/work/index).")
+@click.option("--labels", "labels", multiple=True, type=click.Path(exists=True), help="Labels to train on: JSONL of document_id, template_id, compatible[, chunk] (repeatable).")
+@click.option("--held-out", "held_out", multiple=True, type=click.Path(exists=True), help="Labels to calibrate on, never trained on (default: --held-out-share of the documents' labels).")
+@click.option("--held-out-share", default=0.2, show_default=True, help="Share of the documents whose labels are held out.")
+@click.option("--teacher-config", type=click.Path(exists=True, dir_okay=False), help=TEACHER_HELP)
+@click.option("--no-teacher", is_flag=True, help="Train on --labels only; the teacher labels nothing.")
+@click.option("--rounds", type=click.IntRange(1, 2), default=2, show_default=True, help="1: global vectors; 2: also each Gaussian-pooled chunk.")
+@click.option("--candidates", default=5, show_default=True, help="Templates retrieved per document vector for the teacher to label.")
+@click.option("--limit", type=int, help="The teacher labels the candidates of the first N documents only.")
+@click.option("--epochs", default=1.0, show_default=True, help="Passes over the labels, each round.")
+@click.option("--lr", "learning_rate", default=2e-5, show_default=True, help="Peak learning rate.")
+@click.option("--batch-size", default=16, show_default=True, help="Pairs per step.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the trained retriever.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@config_options
+def retriever(documents, templates, index, labels, held_out, held_out_share, teacher_config, no_teacher, rounds, candidates,
+              limit, epochs, learning_rate, batch_size, output, quiet, **options) -> None:
+    """Fine-tune the [embed] model so that a document lands near the descriptions of the
+    templates it can answer: the teacher labels the current index's candidates (round 1:
+    whole documents; round 2: each chunk's passage), and sentence-transformers' trainer
+    fits a cosine-similarity loss. The match threshold is then recalibrated on held-out
+    labels and stored with the model, so match needs no --threshold. Rebuild the index
+    with the new model (--set embed.model=OUTPUT): the old one is refused."""
+    from fineinstructions.interface.retriever import train_retriever
+
+    config = build_config(options, settings=teacher_settings(teacher_config, "instantiate"))
+    log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    train_retriever(documents, templates, output, config, index=index, labels=labels, held_out=held_out,
+                    held_out_share=held_out_share, teacher=not no_teacher, rounds=rounds, candidates=candidates, limit=limit,
+                    epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, log=log)
+
+
+@click.command("calibrate", short_help="Labels -> the embedder's match threshold.")
+@click.option("--labels", "labels", multiple=True, required=True, type=click.Path(exists=True), help="JSONL of document_id, template_id, compatible[, chunk] (repeatable).")
+@click.option("--documents", "documents", multiple=True, required=True, type=INPUT, help="The documents the labels name.")
+@click.option("--templates", "templates", multiple=True, required=True, type=INPUT, help="The bank the labels name.")
+@click.option("--write", is_flag=True, help="Store the threshold with the embedder's folder, for match to use.")
+@config_options
+def calibrate(labels, documents, templates, write, **options) -> None:
+    """Score labelled (document, template) pairs with the [embed] model as match does,
+    and print the threshold with the best F1 with its precision and recall."""
+    from fineinstructions.interface.retriever import run_calibrate
+
+    config = build_config(options)
+    result = run_calibrate(labels, documents, templates, config, write=write, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps(result))
