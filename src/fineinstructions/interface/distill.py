@@ -103,7 +103,7 @@ def distill_templatizer(
 
 def distill_instantiator(
     document_paths: Sequence[str | Path], template_paths: Sequence[str | Path], output: str | Path, config: Config, *,
-    index: str | Path | None = None, null_share: float = 0.05, overwrite: bool = False, llm: Any = None,
+    index: str | Path | None = None, null_share: float = 0.05, limit: int | None = None, overwrite: bool = False, llm: Any = None,
     executor: Any = None, show_progress: bool = True, log: Log = print,
 ) -> dict:
     """Match ``document_paths`` to the bank (up to 6 templates a document, one per
@@ -127,7 +127,7 @@ def distill_instantiator(
     out = Path(output)
     config = _prompted(config, "instantiate")
     inputs = {"documents": [resolved(p) for p in document_paths], "templates": [resolved(p) for p in template_paths],
-              "index": resolved(index) if index else None, "fields": str(config.input.document_fields())}
+              "index": resolved(index) if index else None, "limit": limit, "fields": str(config.input.document_fields())}
     matching = json.dumps({k: output_fingerprint(getattr(config, k)) for k in ("embed", "match")}, sort_keys=True)
     _prepare(out, _manifest("instantiator", inputs, config.instantiate, {"null_share": null_share, "matching": matching}), overwrite)
     work = out / "work"
@@ -136,7 +136,7 @@ def distill_instantiator(
     if not index and _done(index_dir) is None:
         run_index(template_paths, index_dir, config, **options)
     if _done(work / "matches") is None:
-        run_match(document_paths, index_dir, work / "matches", config, **options)
+        run_match(document_paths, index_dir, work / "matches", config, limit=limit, **options)
     made = _done(work / "pairs") or run_instantiate(
         [work / "matches"], template_paths, document_paths, work / "pairs", config, llm=llm, **options)
     templates: dict[str, tuple[str, str]] = {}

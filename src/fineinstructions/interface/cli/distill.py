@@ -80,13 +80,14 @@ def templatizer(queries, teacher_config, output, limit, overwrite, quiet, **opti
 @click.option("--index", "index", type=click.Path(exists=True, file_okay=False), help="The bank's index, if built already (default: built into OUTPUT/work/index).")
 @click.option("--teacher-config", type=click.Path(exists=True, dir_okay=False), help=TEACHER_HELP)
 @click.option("--null-share", default=0.05, show_default=True, help="Share of deliberately mismatched examples whose target is null.")
+@click.option("--limit", type=int, help="Only the first N documents read.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Folder for the silver data.")
 @click.option("--overwrite", is_flag=True, help="Replace what the output folder holds.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @template_input_options
 @executor_options
 @config_options
-def instantiator(documents, templates, index, teacher_config, null_share, output, overwrite, quiet, **options) -> None:
+def instantiator(documents, templates, index, teacher_config, null_share, limit, output, overwrite, quiet, **options) -> None:
     """Match DOCUMENTS to the bank (up to 6 templates a document, one per document
     vector), instantiate every match with the teacher, and keep the grounded pairs: the
     JSON {"instruction_template", "document"} as the user turn, {"instruction", "answer"}
@@ -96,5 +97,5 @@ def instantiator(documents, templates, index, teacher_config, null_share, output
 
     config = build_config(options, settings=teacher_settings(teacher_config, "instantiate"))
     with open_executor(options, config) as executor:
-        distill_instantiator(documents, templates, output, config, index=index, null_share=null_share, overwrite=overwrite,
+        distill_instantiator(documents, templates, output, config, index=index, null_share=null_share, limit=limit, overwrite=overwrite,
                              executor=executor, show_progress=not quiet, log=_log(quiet))
