@@ -109,3 +109,23 @@ def test_an_instantiator_student_writes_grounded_pairs_through_the_pipeline(tmp_
     for pair_id, pair in made.items():
         assert (pair.instruction, pair.answer, pair.excerpt_spans) == (
             teacher_pairs[pair_id].instruction, teacher_pairs[pair_id].answer, teacher_pairs[pair_id].excerpt_spans)
+
+
+def test_lora_adapters_are_trained_and_merged_into_a_plain_model_folder(tmp_path, tiny_base):
+    pytest.importorskip("peft", reason="LoRA needs fineinstructions[train]")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    queries = write_jsonl(tmp_path / "queries.jsonl", [{"id": f"q{i}", "text": t} for i, t in enumerate(QUERIES)])
+    teacher = ScriptedLLM([json.dumps({"template": t, "compatible_document_description": "A how-to guide with steps."})
+                           for t in TEMPLATES])
+    distill_templatizer([queries], tmp_path / "silver", load_config(), llm=teacher, **QUIET)
+    settings = StudentSettings(max_steps=20, lora=True, lora_rank=4, learning_rate=1e-2, batch_size=2, save_steps=1000)
+    result = train_student("templatizer", tmp_path / "silver", tiny_base, tmp_path / "student", settings, log=lambda m: None)
+    assert result["final_loss"] < result["loss_curve"][0]["loss"]
+    assert not list((tmp_path / "student").glob("adapter_*"))  # merged: no adapter files to load separately
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    changed = [name for name, weight in student.state_dict().items()
+               if not torch.equal(weight, base.state_dict()[name])]
+    assert changed and all("proj" in name for name in changed)  # only the adapted linear layers moved
