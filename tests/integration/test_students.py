@@ -129,3 +129,20 @@ def test_lora_adapters_are_trained_and_merged_into_a_plain_model_folder(tmp_path
     changed = [name for name, weight in student.state_dict().items()
                if not torch.equal(weight, base.state_dict()[name])]
     assert changed and all("proj" in name for name in changed)  # only the adapted linear layers moved
+
+
+def test_the_embedded_model_is_a_base_and_its_student_saves_as_a_plain_model(tmp_path):
+    queries = write_jsonl(tmp_path / "queries.jsonl", [{"id": f"q{i}", "text": t} for i, t in enumerate(QUERIES)])
+    teacher = ScriptedLLM([json.dumps({"template": t, "compatible_document_description": "A how-to guide with steps."})
+                           for t in TEMPLATES])
+    distill_templatizer([queries], tmp_path / "silver", load_config(), llm=teacher, **QUIET)
+    result = train_student("templatizer", tmp_path / "silver", "embedded", tmp_path / "student",
+                           StudentSettings(max_steps=2, batch_size=2, save_steps=1000), log=lambda m: None)
+    assert result["steps"] == 2 and result["final_loss"] is not None
+    saved = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert "quantization_config" not in saved  # dequantized GGUF weights, saved as a plain model
+    from fineinstructions.models.llm import Request, backend_class
+
+    student = backend_class("transformers")(str(tmp_path / "student"), batch_size=1)
+    completion = student.generate([Request.chat(("user", QUERIES[0]), max_tokens=8)])[0]
+    assert completion.ok and completion.completion_tokens > 0

@@ -70,6 +70,13 @@ def load_base(base: str) -> tuple[Any, Any]:
     except OSError as error:
         raise UserError(f"cannot load the base model {base!r}: {error}\n  fix: give a Hugging Face model folder, a hub name "
                         "this machine can reach, or 'embedded'") from None
+    if options:
+        # GGUF weights arrive dequantized to float32, but the loader still marks the model
+        # quantized (and would write that into the saved config): it is a plain model now.
+        model.is_quantized = False
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"the base model {base!r} has no chat template\n  fix: use an instruct model, whose tokenizer has one")
     if tokenizer.pad_token is None:
