@@ -178,6 +178,7 @@ def train_student(
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_progress(log, helper))
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
     if last:
         log(f"train {helper}: resuming from {last}")
@@ -204,6 +205,21 @@ def train_student(
     use = " ".join(f"--set {k}={v}" for k, v in result["use"].items())
     log(f"train {helper}: {steps} steps, final loss {result['final_loss']} -> {out}\n  use it: {use}")
     return result
+
+
+def _progress(log: Callable[[str], None], helper: str) -> Any:
+    """A callback that logs each logged step: step of steps, loss, elapsed time."""
+    from transformers import TrainerCallback
+
+    started = time.monotonic()
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                log(f"train {helper}: step {state.global_step}/{state.max_steps}, loss {logs['loss']:.4f}, "
+                    f"elapsed {time.monotonic() - started:.0f} s")
+
+    return Progress()
 
 
 def _with_lora(model: Any, rank: int) -> Any:

@@ -19,6 +19,7 @@ threshold is calibrated on them for the base embedder and for the trained one.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -93,8 +94,11 @@ def teacher_labels(documents: dict[str, str], descriptions: dict[str, str], inde
     labeler = CompatibilityLabeler(teacher)
     labels: list[Label] = []
     log(f"train retriever: the teacher ({getattr(teacher, 'identity', '?')}) labels {len(wanted)} candidates")
+    started = time.monotonic()
     try:
         for start in range(0, len(wanted), 16):
+            if start and start % 160 == 0:
+                log(f"train retriever: labelled {start}/{len(wanted)}, elapsed {time.monotonic() - started:.0f} s")
             batch = wanted[start : start + 16]
             passages = [chunk_passage(documents[d], embedder.tokenizer, c, e.num_chunks, e.sigma) for d, c, _ in batch]
             answers = labeler([(p, descriptions.get(t, "")) for p, (_, _, t) in zip(passages, batch, strict=True)])
