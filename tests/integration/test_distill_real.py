@@ -22,9 +22,9 @@ QUIET = dict(show_progress=False, log=lambda message: None)
 def test_the_embedded_teacher_makes_silver_data_that_passes_validation_again(tmp_path):
     write_slice(tmp_path, documents=2)
     config = load_config(overrides=["match.threshold=-1", "instantiate.relevance=false"])
-    templatizer = distill_templatizer([tmp_path / "queries.jsonl"], tmp_path / "silver-t", config, limit=12, **QUIET)
+    templatizer = distill_templatizer([tmp_path / "queries.jsonl"], tmp_path / "silver-t", config, **QUIET)
     examples = read_silver(tmp_path / "silver-t", "templatizer")
-    assert examples and templatizer["rows"] == len(examples)
+    assert len(examples) > 6 and templatizer["rows"] == len(examples)  # more templates than a document's 6 matches
     outputs = templatizer["teacher_outputs"]
     assert outputs["in"] == outputs["valid"] + sum(outputs["failed"].values())
     assert templatizer["validation_pass_rate"] == round(outputs["valid"] / outputs["in"], 4)
@@ -40,7 +40,7 @@ def test_the_embedded_teacher_makes_silver_data_that_passes_validation_again(tmp
     rows = read_silver(tmp_path / "silver-i", "instantiator") if instantiator["rows"] else []
     pairs = [row for row in rows if row["target"] == "pair"]
     assert len(pairs) == outputs["valid"] - instantiator["dropped"].get("not_compactable", 0)
-    assert len(rows) - len(pairs) == min(null_count(len(pairs), 0.05), instantiator["null_rows_wanted"])
+    assert len(rows) - len(pairs) == null_count(len(pairs), 0.05) == instantiator["null_rows_wanted"]
     for row in pairs:
         user = json.loads(row["messages"][0]["content"])
         assert row["messages"][0]["content"] == released_user_turn(user["document"], user["instruction_template"])

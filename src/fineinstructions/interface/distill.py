@@ -160,7 +160,8 @@ def distill_instantiator(
         rows.append(row)
         seen.setdefault(pair.document_id, saw)
     wanted_nulls = null_count(len(rows), null_share)
-    nulls = null_rows(seen, templates, matched, wanted_nulls, seed=config.instantiate.seed)
+    pool = {**bank_sample(template_paths, config, max(1000, 50 * wanted_nulls), seed=config.instantiate.seed), **templates}
+    nulls = null_rows(seen, pool, matched, wanted_nulls, seed=config.instantiate.seed)
     i = made["instantiate"]
     stats = write_silver(out, "instantiator", [*rows, *nulls], dropped, [Path(str(work / "pairs") + ".rejects.jsonl")], {
         "teacher": i.get("model"), "prompt_version": i.get("prompt_version"), "matches": i["in"],
@@ -173,6 +174,31 @@ def distill_instantiator(
     if len(nulls) < wanted_nulls:
         log(f"distill instantiator: only {len(nulls)} of {wanted_nulls} mismatched pairs found (the bank is small)")
     return stats
+
+
+def bank_sample(paths: Sequence[str | Path], config: Config, size: int, *, seed: int) -> dict[str, tuple[str, str]]:
+    """Up to ``size`` valid templates of the bank (id -> (text, query id)), a uniform
+    sample read in one pass (reservoir sampling), for the mismatched ``null`` examples."""
+    import random
+
+    from fineinstructions.io.readers import file_outcomes, input_files
+    from fineinstructions.text.bank import template_builder
+
+    rng = random.Random(seed)
+    sample: list[TemplateRow] = []
+    seen = 0
+    build = template_builder(config.input.template_fields())
+    for path in input_files(paths):
+        for results in file_outcomes(path, build):
+            for row in results:
+                if not isinstance(row, TemplateRow):
+                    continue
+                seen += 1
+                if len(sample) < size:
+                    sample.append(row)
+                elif (slot := rng.randrange(seen)) < size:
+                    sample[slot] = row
+    return {row.id: (row.template, row.query_id) for row in sample}
 
 
 def _prompted(config: Config, section: str) -> Config:
