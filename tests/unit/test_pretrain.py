@@ -68,19 +68,31 @@ def _command(data, out, steps, *extra):
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     data, out = corpus(tmp_path / "c", sequences=400), tmp_path / "model"
-    process = subprocess.Popen(_command(data, out, 200), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Long enough that a fast machine cannot finish before the kill. Killed as soon as a
+    # checkpoint newer than a finished one appears, so most often in the middle of writing
+    # it: the resume must skip that half-written one and start from the finished one.
+    process = subprocess.Popen(_command(data, out, 2000), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while not (out / "checkpoint-10").exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert (out / "checkpoint-10").exists(), process.stdout.read() if process.poll() is not None else "no checkpoint"
+
+    def steps(pattern):
+        return {int(p.parent.name.rsplit("-", 1)[-1]) if p.name == "trainer_state.json" else int(p.name.rsplit("-", 1)[-1])
+                for p in out.glob(pattern)}
+
+    finished: set[int] = set()
+    while time.monotonic() < deadline and process.poll() is None:
+        finished = finished or steps("checkpoint-*/trainer_state.json")
+        if finished and max(steps("checkpoint-*")) > min(finished):
+            break
+        time.sleep(0.01)
+    assert finished, process.stdout.read() if process.poll() is not None else "no checkpoint"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "train.json").exists()
-    again = subprocess.run(_command(data, out, 200), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(_command(data, out, 2000), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming from" in again.stderr
     result = json.loads((out / "train.json").read_text())
-    assert result["steps"] == 200 and result["loss_curve"][-1]["step"] == 200
+    assert result["steps"] == 2000 and result["loss_curve"][-1]["step"] == 2000
 
 
 @pytest.mark.slow

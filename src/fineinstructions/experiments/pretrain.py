@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,6 +85,19 @@ class PackedTokens:
         return {"input_ids": ids, "labels": labels}
 
 
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (it writes ``trainer_state.json``
+    last); newer ones a kill cut short are removed, so a resume never reads half a checkpoint."""
+    if not folder.exists():
+        return None
+    numbered = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
+    for path in sorted(numbered, key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True):
+        if (path / "trainer_state.json").exists():
+            return str(path)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def corpus_meta(corpus: Path) -> dict[str, Any]:
     path = corpus / "meta.json"
     if not path.exists():
@@ -120,7 +134,6 @@ def run_pretrain(
             TrainingArguments,
             set_seed,
         )
-        from transformers.trainer_utils import get_last_checkpoint
     except ImportError:
         raise MissingDependencyError("transformers", "transformers", "pre-training") from None
     if settings.loss not in ("answer", "all"):
@@ -156,7 +169,7 @@ def run_pretrain(
     model = LlamaForCausalLM(config)
     trainer = Trainer(model=model, args=args, train_dataset=data)
     trainer.remove_callback(PrinterCallback)  # the loss curve goes to train.json, not stdout
-    last = get_last_checkpoint(str(out)) if out.exists() else None
+    last = last_checkpoint(out)
     if last:
         log(f"pretrain: resuming from {last}")
     tick = time.monotonic()

@@ -123,6 +123,7 @@ def train_student(
     """Fine-tune ``base`` on the silver data of ``helper`` into ``output`` (a Hugging Face
     model folder); resumes from the last checkpoint, and a finished folder trained the same
     way is kept. Returns ``output/train.json``."""
+    from fineinstructions.experiments.pretrain import last_checkpoint
     from fineinstructions.experiments.silver import read_silver
 
     if helper not in MODES:
@@ -136,7 +137,6 @@ def train_student(
             TrainingArguments,
             set_seed,
         )
-        from transformers.trainer_utils import get_last_checkpoint
     except ImportError:
         raise MissingDependencyError("transformers", "transformers", "training a helper") from None
     out = Path(output)
@@ -179,7 +179,7 @@ def train_student(
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_progress(log, helper))
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
+    last = last_checkpoint(checkpoints)
     if last:
         log(f"train {helper}: resuming from {last}")
     log(f"train {helper}: {len(data)} examples ({data.too_long} longer than {settings.max_length} tokens left out), "
