@@ -55,19 +55,25 @@ def instantiator(args) -> None:
     by_document: dict[str, list[MatchRow]] = defaultdict(list)
     for match in read_rows([args.matches], MatchRow):
         by_document[match.document_id].append(match)
-    documents = [d for d in read_documents(args.documents) if d.id in by_document][: args.limit]
-    work = [(d, [TemplateRow(id=m.template_id, query_id=m.query_id, source="", template=m.template,
-                             compatible_document_description="", variables=tuple(m.variables),
-                             complexity=len(set(m.variables)), model="", prompt_version="") for m in by_document[d.id]])
-            for d in documents]
-    requests = sum(len(templates) for _, templates in work)
+    documents = [d for d in read_documents([args.documents]) if d.id in by_document][: args.limit]
+    work = []
+    for d in documents:
+        matches = sorted(by_document[d.id], key=lambda m: m.chunk)
+        work.append((d, [TemplateRow(id=m.template_id, query_id=m.query_id, source="", template=m.template,
+                                     compatible_document_description="", variables=tuple(m.variables),
+                                     complexity=len(set(m.variables)), model="", prompt_version="") for m in matches],
+                     [m.chunk for m in matches]))
+    requests = sum(len(templates) for _, templates, _ in work)
     teacher = make_llm(config.instantiate.llm)
     student = backend_class("transformers")(args.student, batch_size=args.batch_size)
     student.load()
     rows, outputs = [], {}
+    s = config.instantiate  # the stage's own settings, as `instantiate` builds it
+    settings = dict(min_excerpt_ratio=s.min_excerpt_ratio, max_tokens=s.max_tokens, max_excerpts=s.max_excerpts, seed=s.seed,
+                    region_window=s.region_window, num_chunks=config.embed.num_chunks)
     for name, rules in (
-        ("teacher", Instantiator(teacher, context_window=config.instantiate.llm.n_ctx)),
-        ("student", Instantiator(student, mode="fineinstructions", context_window=2048)),
+        ("teacher", Instantiator(teacher, context_window=s.llm.n_ctx, **settings)),
+        ("student", Instantiator(student, mode="fineinstructions", context_window=2048, **settings)),
     ):
         result, seconds = timed(rules, work)
         outputs[name] = {p.id: (p.instruction, p.answer) for p in result.pairs}
