@@ -58,6 +58,9 @@ def test_the_retriever_trains_recalibrates_and_match_uses_it(tmp_path):
     assert set(result["training"]) == {"round_1", "round_2"} and result["labels"]["held_out"] > 0
     assert (out / "config_sentence_transformers.json").exists() and (out / "retriever.json").exists()
     stored = json.loads((out / "fineinstructions.json").read_text())["match_threshold"]
+    # A finished retriever is kept: run again, nothing is labelled or trained (the teacher has no reply).
+    assert train_retriever([tmp_path / "documents.jsonl"], [tmp_path / "bank.jsonl"], out, config, llm=ScriptedLLM([]),
+                           log=lambda m: None) == result
     assert stored == result["after"]["threshold"] and 0 <= result["after"]["precision"] <= 1
     # The held-out labels are calibrated again by the command, with the same result.
     trained = load_config(overrides=[f"embed.model={out}"])

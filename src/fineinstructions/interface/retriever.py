@@ -19,6 +19,7 @@ threshold is calibrated on them for the base embedder and for the trained one.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -123,6 +124,9 @@ def train_retriever(
     if rounds not in (1, 2):
         raise UserError(f"--rounds is 1 or 2, not {rounds}")
     out = Path(output)
+    if (out / "retriever.json").exists():
+        log(f"train retriever: {out} is already trained (see {out / 'retriever.json'}); kept. Choose another folder to train again.")
+        return json.loads((out / "retriever.json").read_text(encoding="utf-8"))
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     documents: dict[str, str] = {}
