@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from fineinstructions.errors import UserError
-from fineinstructions.io import read_rows, write_json
+from fineinstructions.io import write_json
 from fineinstructions.io.writers import atomic_write, write_table
 from fineinstructions.records import PairRow, RejectRow, TemplateRow, row_to_dict
 from fineinstructions.stages.instantiate import released_user_turn
@@ -104,10 +104,10 @@ def compact_answer(answer: str, spans: Sequence[tuple[int, int]], document: str 
     return None
 
 
-def instantiator_row(pair: PairRow, template: str, document: str, teacher_saw: str) -> dict[str, Any] | None:
-    """The silver example of a grounded pair (None when its excerpts cannot be written
-    back compactly)."""
-    answer = compact_answer(pair.answer, pair.excerpt_spans, document)
+def instantiator_row(pair: PairRow, template: str, teacher_saw: str) -> dict[str, Any] | None:
+    """The silver example of a grounded pair, with the document as the teacher saw it
+    (None when its excerpts cannot be written back compactly)."""
+    answer = compact_answer(pair.answer, pair.excerpt_spans, teacher_saw)
     if answer is None:
         return None
     target = {"instruction": pair.instruction, "answer": answer}
@@ -223,6 +223,3 @@ def read_silver(folder: str | Path, helper: str) -> list[dict[str, Any]]:
         raise UserError(f"{folder} holds no silver examples (see its stats.json and rejects.jsonl for why)")
     return rows
 
-
-def pairs_of(folder: Path) -> Iterable[PairRow]:
-    return read_rows([folder], PairRow)

@@ -83,12 +83,13 @@ def distill_templatizer(
     _prepare(out, _manifest("templatizer", inputs, config.templatize, {}), overwrite)
     bank = out / "work" / "templates"
     made = run_templatize(query_paths, bank, config, limit=limit, llm=llm, executor=executor, show_progress=show_progress, log=log)
-    wanted = {template.query_id for template in read_rows([bank], TemplateRow)} if (bank / "stats.json").exists() else set()
+    made_templates = list(read_rows([bank], TemplateRow)) if made["templatize"]["out"] else []
+    wanted = {template.query_id for template in made_templates}
     texts: dict[str, str] = {}
     for query in read_queries(query_paths, fields=config.input.query_fields(), on_error=config.input.on_error):
         if query.id in wanted:
             texts.setdefault(query.id, query.text)
-    rows = (templatizer_row(texts[t.query_id], t) for t in read_rows([bank], TemplateRow) if t.query_id in texts)
+    rows = (templatizer_row(texts[t.query_id], t) for t in made_templates if t.query_id in texts)
     t = made["templatize"]
     stats = write_silver(out, "templatizer", rows, [], [Path(made["rejects_file"])], {
         "teacher": t["model"], "prompt_version": t["prompt_version"],
@@ -152,7 +153,7 @@ def distill_instantiator(
     for pair in pairs:
         text = documents[pair.document_id]
         saw = text[: pair.document_chars] if pair.document_chars else text
-        row = instantiator_row(pair, templates[pair.template_id][0], saw, saw)
+        row = instantiator_row(pair, templates[pair.template_id][0], saw)
         if row is None:
             dropped.append(drop(pair.id, "not_compactable", "no excerpt marker expands back to exactly the teacher's answer",
                                 input=pair.instruction, raw_output=pair.answer))
@@ -181,23 +182,15 @@ def bank_sample(paths: Sequence[str | Path], config: Config, size: int, *, seed:
     sample read in one pass (reservoir sampling), for the mismatched ``null`` examples."""
     import random
 
-    from fineinstructions.io.readers import file_outcomes, input_files
-    from fineinstructions.text.bank import template_builder
+    from fineinstructions.text.bank import valid_templates
 
     rng = random.Random(seed)
     sample: list[TemplateRow] = []
-    seen = 0
-    build = template_builder(config.input.template_fields())
-    for path in input_files(paths):
-        for results in file_outcomes(path, build):
-            for row in results:
-                if not isinstance(row, TemplateRow):
-                    continue
-                seen += 1
-                if len(sample) < size:
-                    sample.append(row)
-                elif (slot := rng.randrange(seen)) < size:
-                    sample[slot] = row
+    for seen, row in enumerate(valid_templates(paths, config.input.template_fields()), 1):
+        if len(sample) < size:
+            sample.append(row)
+        elif (slot := rng.randrange(seen)) < size:
+            sample[slot] = row
     return {row.id: (row.template, row.query_id) for row in sample}
 
 

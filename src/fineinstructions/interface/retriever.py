@@ -39,22 +39,16 @@ from fineinstructions.experiments.retriever import (
     write_threshold,
 )
 from fineinstructions.io import read_documents, write_json
-from fineinstructions.io.readers import file_outcomes, input_files
-from fineinstructions.records import TemplateRow
-from fineinstructions.text.bank import template_builder
+from fineinstructions.text.bank import valid_templates
 
 Log = Callable[[str], None]
 
 
 def read_bank(paths: Sequence[str | Path], config: Config) -> dict[str, str]:
     """Template id -> compatible-document description, for every valid template of the bank."""
-    build = template_builder(config.input.template_fields())
     descriptions: dict[str, str] = {}
-    for path in input_files(paths):
-        for results in file_outcomes(path, build):
-            for row in results:
-                if isinstance(row, TemplateRow):
-                    descriptions.setdefault(row.id, row.compatible_document_description)
+    for row in valid_templates(paths, config.input.template_fields()):
+        descriptions.setdefault(row.id, row.compatible_document_description)
     return descriptions
 
 

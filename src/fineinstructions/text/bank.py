@@ -18,10 +18,15 @@ and field, as for queries and documents.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 from fineinstructions.errors import InputError
-from fineinstructions.io.readers import TemplateFieldMapping, source_name
+from fineinstructions.io.readers import (
+    TemplateFieldMapping,
+    file_outcomes,
+    input_files,
+    source_name,
+)
 from fineinstructions.records import QueryRow, RejectRow, TemplateRow
 from fineinstructions.text.genericity import checked_template
 
@@ -104,3 +109,13 @@ def template_builder(fields: TemplateFieldMapping = TemplateFieldMapping()) -> C
         ]
 
     return build
+
+
+def valid_templates(paths: Sequence[str | Path], fields: TemplateFieldMapping = TemplateFieldMapping()) -> Iterator[TemplateRow]:
+    """Every template of a bank that passes the rules, in order (rejects and bad rows are
+    passed over: the index build counts them; this is for readers that only need the
+    valid ones, such as helper training)."""
+    build = template_builder(fields)
+    for path in input_files(paths):
+        for results in file_outcomes(path, build):
+            yield from (row for row in results if isinstance(row, TemplateRow))
