@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray
+from float_noise import up_to_float_noise
 
 from fineinstructions.config import load_config
 from fineinstructions.execution.executor import RayExecutor
@@ -85,7 +86,8 @@ def test_the_ray_executor_writes_the_same_rows_as_the_local_one(inputs, local_ru
     for stage in STAGES:
         assert counts(stats["stages"][stage]) == counts(local_stats["stages"][stage]), stage
     for folder in ("templates", "matches", "pairs", "judged", "dataset"):
-        assert rows(out / folder) == rows(local / folder), folder  # same rows, same order
+        # The same rows in the same order; scores equal up to the embedder's float noise.
+        assert rows(out / folder) == up_to_float_noise(rows(local / folder)), folder
         assert (out / folder / "stats.json").exists()
     assert any("executor ray" in m for m in messages)
     assert json.loads((out / "run.json").read_text())["executor"] == "ray"
@@ -98,7 +100,7 @@ def test_the_ray_executor_writes_the_same_rows_as_the_local_one(inputs, local_ru
     # Resumed with the local executor: every shard is found finished, no model is called.
     again = run_pipeline([inputs[0]], [inputs[1]], out, config, show_progress=False, report=False, log=messages.append)
     assert again["funnel"] == stats["funnel"]
-    assert rows(out / "pairs") == rows(local / "pairs")
+    assert rows(out / "pairs") == up_to_float_noise(rows(local / "pairs"))
 
 
 def _worker_pids(folder: Path) -> list[int]:

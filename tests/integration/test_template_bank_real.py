@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from float_noise import up_to_float_noise
 from test_match_real import BANK, DOCUMENTS
 
 from fineinstructions.interface.cli import main
@@ -75,7 +76,10 @@ def test_a_foreign_bank_matches_real_documents_as_the_native_one_does(tmp_path):
     matches = list(read_rows([tmp_path / "m-theirs"], MatchRow))
     native = list(read_rows([tmp_path / "m-ours"], MatchRow))
     # The same matches; only the query ids differ (the foreign bank names no query).
-    assert matches and matches == [dataclasses.replace(m, query_id="") for m in native]
+    # (The two banks embed their descriptions in other batches, so scores may differ by
+    # float noise; the templates matched may not.)
+    assert matches and [dataclasses.asdict(m) for m in matches] == up_to_float_noise(
+        [dataclasses.asdict(dataclasses.replace(m, query_id="")) for m in native])
     assert all(m.query_id for m in native)
     # Ids are content hashes, as templatize gives them; the rows carry the template text.
     by_id = {t.id: t for t in read_rows([bank], TemplateRow)}

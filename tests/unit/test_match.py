@@ -113,6 +113,23 @@ def test_selection_is_seeded_per_document_not_per_batch():
     assert [r.template_id for r in other_seed] != [r.template_id for r in together if r.document_id == "d0"]
 
 
+def test_the_draw_does_not_depend_on_score_order_or_the_banks_row_order():
+    # Twelve templates at one cosine from the documents (ties, as float noise leaves
+    # near-ties), in two banks that hold them in opposite orders: FAISS returns the
+    # candidates in opposite orders, and each document must still get the same templates.
+    rng = np.random.default_rng(5)
+    bank = [near(0, 0.9, rng) for _ in range(12)]
+    ids = [f"t{i:02d}" for i in range(12)]
+    forward = make_index(bank, [1] * 12, ids)
+    backward = make_index(bank[::-1], [1] * 12, ids[::-1])
+    tokens = {f"d{i}": np.tile(axis(0), (20, 1)) for i in range(8)}
+    documents = [doc(f"d{i}") for i in range(8)]
+    rows = [Matcher(ScriptedEmbedder(tokens), index, threshold=0.5, candidates=12, seed=3)(documents).rows
+            for index in (forward, backward)]
+    assert [(r.document_id, r.chunk, r.template_id) for r in rows[0]] == [(r.document_id, r.chunk, r.template_id) for r in rows[1]]
+    assert len(rows[0]) == 8 * 6
+
+
 def test_chosen_complexity_follows_the_target_distribution():
     rng = np.random.default_rng(4)
     # 30 simple templates for every complex one: unweighted sampling would pick

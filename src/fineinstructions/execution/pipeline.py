@@ -119,6 +119,13 @@ def run_pipeline(
         "config": config_text,
         "executor": executor.kind,
     }
+    # A backend that cannot run here (a llama.cpp build that crashes on this CPU) fails
+    # before anything is written, not at the stage that first loads it.
+    from fineinstructions.models.factory import check_llm
+
+    sections = ([config.templatize] if query_paths else []) + [config.instantiate, config.judge]
+    for llm in {json.dumps(s.llm.model_dump(), sort_keys=True): s.llm for s in sections}.values():
+        check_llm(llm)
     _prepare(out, manifest, overwrite)
     folders = {name: out / name for name in STAGES}
     started = time.monotonic()

@@ -144,6 +144,7 @@ def run_stage(
     executor = executor or LocalExecutor()
     read = read or ReadSpec()
     folder = ShardFolder(output)
+    stage.check()
     fingerprint = {**stage.fingerprint(), "inputs": inputs, "format": format, "read": repr(read)}
     folder.prepare(fingerprint, overwrite=overwrite)
     planned, _ = folder.plan(lambda: [shard_to_json(s) for s in plan()])

@@ -123,6 +123,9 @@ def run_templatize(
     out = Path(output)
     work = out / ".work"
     folder = ShardFolder(out)
+    section = config.templatize
+    stage = TemplatizeStage(config, llm=llm, prompt=stage_prompt(config.templatize))
+    stage.check()  # first: a backend that cannot run here writes (or clears) nothing
     if overwrite and out.exists():
         folder.clear()
     elif (out / "stats.json").exists() and (work / "templatized").exists():
@@ -135,8 +138,6 @@ def run_templatize(
             f"{out} already holds output that this command did not write.\n"
             "  fix: choose another output folder, or pass --overwrite to replace it"
         )
-    section = config.templatize
-    stage = TemplatizeStage(config, llm=llm, prompt=stage_prompt(config.templatize))
     templatizer = stage.describe()
     log(
         f"templatize: {templatizer.model}, {templatizer.mode} mode, prompt "

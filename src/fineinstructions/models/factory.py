@@ -9,6 +9,14 @@ from fineinstructions.models.cache import CachedLLM
 from fineinstructions.models.llm import LLM, backend_class
 
 
+def check_llm(config: LLMConfig) -> None:
+    """Fail now, with the fix, if the backend ``config`` names cannot run here (a
+    llama.cpp build that crashes on this CPU, a missing model file); loads no model."""
+    check = getattr(make_llm(config), "check", None)
+    if check is not None:
+        check()
+
+
 def make_llm(
     config: LLMConfig, *, cache_path: str | Path | None = None, shared_cache: str | Path | None = None
 ) -> LLM:

@@ -81,6 +81,17 @@ class LlamaCppLLM:
         stat = self.model_path.stat()
         return f"llama_cpp:{self.model_path.name}:{stat.st_size}"
 
+    def check(self) -> None:
+        """Fail now, with the fix, if the model is missing or this llama.cpp build crashes
+        on this CPU (tried once in a child process, the verdict cached; see
+        :mod:`~fineinstructions.models.llama_cpp_probe`). Loads nothing in this process."""
+        from fineinstructions.errors import UserError
+        from fineinstructions.models.llama_cpp_probe import ensure_runs_here
+
+        if not self.model_path.is_file():
+            raise UserError(f"GGUF model {self.model_path} does not exist")
+        ensure_runs_here(self.model_path, self.n_threads)
+
     def load(self) -> None:
         if self._llm is not None:
             return
@@ -89,8 +100,7 @@ class LlamaCppLLM:
 
         from fineinstructions.errors import UserError
 
-        if not self.model_path.is_file():
-            raise UserError(f"GGUF model {self.model_path} does not exist")
+        self.check()
         self._llm = Llama(
             model_path=str(self.model_path),
             n_ctx=self.n_ctx,

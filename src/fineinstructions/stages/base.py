@@ -102,6 +102,11 @@ class Stage:
     output: ClassVar[type]
     batch_size: int = 64
 
+    def check(self) -> None:
+        """Raise a :class:`~fineinstructions.errors.UserError` if this stage's workers
+        cannot run here (e.g. a llama.cpp build that crashes on this CPU). The runner
+        calls it once, in the driver, before it writes anything."""
+
     def open(self, worker: Worker) -> None:
         """Load what the worker holds (model, index, tokenizer); called once per worker."""
 

@@ -47,6 +47,12 @@ class LLMStage(Stage):
 
         return self.build(make_llm(self.section.llm))
 
+    def check(self) -> None:
+        if self.ready is None:
+            from fineinstructions.models.factory import check_llm
+
+            check_llm(self.section.llm)
+
     def open(self, worker: Worker) -> None:
         if self.ready is not None:
             self.llm, self.owns_llm = self.ready, False

@@ -13,7 +13,10 @@ already has, so a document gets up to ``K + 1`` templates:
 When every complexity is available this draws complexities exactly by the target;
 otherwise it comes as close as the candidates allow (the stats give the achieved
 distribution beside the target). Draws are seeded per document (by ``seed`` and the
-document id), so the result does not depend on batching, order or sharding.
+document id) and run over the candidates in template-id order, so the result does not
+depend on batching, order, sharding or the bank's row order, nor on float noise in the
+scores (which differ in the last digits between CPUs, thread counts and batches); only a
+score within that noise of the threshold can fall on either side of it.
 
 A vector with no candidate above the threshold contributes nothing; it is counted.
 """
@@ -197,7 +200,12 @@ class Matcher:
                 if not free.any():
                     result.all_taken += 1
                     continue
-                candidates = row_positions[free]
+                # The draw runs over the candidates in template-id order, not score order:
+                # two close scores can swap with float noise (another CPU, thread count or
+                # batch), an id never does; nor does it move with the bank's row order.
+                candidates, candidate_scores = row_positions[free], row_scores[free]
+                by_id = sorted(range(len(candidates)), key=lambda i: str(self.index.ids[candidates[i]]))
+                candidates, candidate_scores = candidates[by_id], candidate_scores[by_id]
                 pick = choose(candidates, complexity[candidates], self.target, rng)
                 if pick is None:
                     result.off_target += 1
@@ -210,7 +218,7 @@ class Matcher:
                         document_id=document.id,
                         template_id=str(self.index.ids[position]),
                         chunk=chunk,
-                        score=float(row_scores[free][pick]),
+                        score=float(candidate_scores[pick]),
                         **self.index.template_details(position),
                     )
                 )
@@ -223,7 +231,8 @@ class MatchStage(Stage):
     index once. ``target`` is the complexity distribution (None: the bank's own)."""
 
     name = "match"
-    version = "2"  # 2: match rows carry their template's text, variables and query
+    version = "3"  # 2: match rows carry their template's text, variables and query;
+    # 3: the draw runs over candidates in template-id order
     output = MatchRow
 
     def __init__(self, config: Any, index_dir: str, *, target: Mapping[int, float] | None = None, embedder: Any = None) -> None:

@@ -11,6 +11,7 @@ from fineinstructions.interface.cli.audit import audit
 from fineinstructions.interface.cli.config_command import config_command
 from fineinstructions.interface.cli.demo import demo
 from fineinstructions.interface.cli.distill import distill
+from fineinstructions.interface.cli.doctor import doctor
 from fineinstructions.interface.cli.evaluate import evaluate
 from fineinstructions.interface.cli.experiment import experiment
 from fineinstructions.interface.cli.export import export
@@ -48,5 +49,5 @@ def main() -> None:
     """
 
 
-for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, experiment, distill, train, calibrate, demo, report, config_command):
+for _command in (templatize, index, match, instantiate, judge, pack, run, audit, export, pretrain, evaluate, experiment, distill, train, calibrate, demo, report, config_command, doctor):
     main.add_command(_command)
