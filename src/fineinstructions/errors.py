@@ -83,3 +83,32 @@ class TemplateSyntaxError(FineInstructionsError, ValueError):
 
     def __reduce__(self):
         return TemplateSyntaxError, (self.text, self.problems)
+
+
+def os_error_message(error: BaseException) -> str | None:
+    """What a failure of the machine (a full disk, a read-only folder, a path through a
+    file) means to the user, with the fix; None for any other exception. A rerun after
+    the fix resumes: finished work is kept."""
+    import errno
+    import sqlite3
+
+    if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+        return ("the disk holding a request cache is full (" + str(error) + ").\n"
+                "  fix: free space on that disk, then run the same command again: finished work is kept")
+    if not isinstance(error, OSError):
+        return None
+    path = error.filename or "a file"
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"cannot write {path}: {reason} (the disk or your quota is full).\n"
+                "  fix: free space (or choose an output folder on another disk), then run the same command "
+                "again: finished work is kept")
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"cannot write {path}: {reason}.\n"
+                "  fix: choose an output folder you can write to (-o), or make this one writable")
+    if error.errno == errno.ENOTDIR:
+        return (f"cannot use {path}: a part of that path is a file, not a folder.\n"
+                "  fix: choose an output path whose parent folders are folders")
+    if error.errno == errno.EISDIR:
+        return f"{path} is a folder where a file is expected.\n  fix: give the path of a file"
+    return f"{path}: {reason}\n  fix: check the path and its permissions, then run the same command again"

@@ -28,6 +28,12 @@ import numpy as np
 
 from fineinstructions.config import Config
 from fineinstructions.errors import UserError
+from fineinstructions.execution.outputs import (
+    INDEX_FOLDER,
+    clear,
+    folder_lock,
+    refuse_inputs_inside,
+)
 from fineinstructions.io import write_json
 from fineinstructions.io.formats import format_suffix, is_url
 from fineinstructions.models.embedder import Embedder
@@ -140,103 +146,105 @@ def run_index(
     from fineinstructions.stages.embed import EmbedStage
 
     out = Path(output)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    sources = bank_sources(template_paths)
-    started = time.monotonic()
-    if embedder is None:
-        from fineinstructions.models.embedder import make_embedder
+    refuse_inputs_inside(out, template_paths)
+    with folder_lock(out, "index"):  # one process per output folder
+        if overwrite:
+            clear(out, INDEX_FOLDER, log=log)
+        sources = bank_sources(template_paths)
+        started = time.monotonic()
+        if embedder is None:
+            from fineinstructions.models.embedder import make_embedder
 
-        embedder = make_embedder(config.embed)
-    section = config.index
-    work = out / ".work" / "vectors"
-    read = ReadSpec(on_error=config.input.on_error, templates=config.input.template_fields())
-    run = run_stage(
-        EmbedStage(config, embedder=embedder), lambda: plan_corpus(sources, "templates", section.shard_size), work,
-        inputs={"templates": [resolved(p) for p in template_paths]}, read=read, format="parquet",
-        executor=executor, show_progress=show_progress, unit="templates", log=log,
-    )
-    if (out / "stats.json").exists() and (out / "index.json").exists() and not run.markers.keys() - _built_from(out):
-        log("index: finished in an earlier run; kept")
-        return json.loads((out / "stats.json").read_text(encoding="utf-8"))
-    for name in ("index.json", "index.faiss", "stats.json"):
-        (out / name).unlink(missing_ok=True)  # index.json marks completion: never leave an old one
-    files = [work / name for name in _vector_tables(run)]
-    fates = repeats(files)
-    dropped = Counter()
-    for fate in fates:
-        dropped[DUPLICATE] += int((fate == REPEATED_CONTENT).sum())
-        dropped[DUPLICATE_ID] += int((fate == REPEATED_ID).sum())
-    count = sum(int((fate == KEEP).sum()) for fate in fates)
-    if not count:
-        raise UserError(
-            f"no valid template in {', '.join(map(str, template_paths))}; see "
-            f"{beside(out, '.rejects.jsonl')} for why each row was skipped.\n"
-            "  fix: pass a template bank (`fineinstructions templatize` writes one), or say which fields "
-            "hold the template and its description with --template-field and --description-field"
+            embedder = make_embedder(config.embed)
+        section = config.index
+        work = out / ".work" / "vectors"
+        read = ReadSpec(on_error=config.input.on_error, templates=config.input.template_fields())
+        run = run_stage(
+            EmbedStage(config, embedder=embedder), lambda: plan_corpus(sources, "templates", section.shard_size), work,
+            inputs={"templates": [resolved(p) for p in template_paths]}, read=read, format="parquet",
+            executor=executor, show_progress=show_progress, unit="templates", log=log,
         )
-    train_fraction = min(1.0, section.train_size / count)
-    train_count = count if train_fraction >= 1.0 else int(section.train_size)
-    settings = settings_for(count, embedder.dimension, train_count, section)
-    log(
-        f"index: {count} templates, {settings.kind} index"
-        + (f" ({settings.nlist} cells, nprobe {settings.nprobe})" if settings.nlist else "")
-        + f", embedder {embedder.identity.model} ({embedder.dimension}-d)"
-    )
-    builder = IndexBuilder(settings, embedder.identity, directory=out)
-    if builder.needs_training:
-        sample = []
-        for path, fate in zip(files, fates, strict=True):
-            table = pq.read_table(path, columns=["id", "vector"])
-            ids = table.column("id").to_pylist()
-            keep = [i for i in np.flatnonzero(fate == KEEP) if _unit_hash(ids[i]) < train_fraction]
-            if keep:
-                sample.append(vectors_of(table.take(keep)))
-        sampled = sum(len(v) for v in sample)
-        if sampled < (settings.nlist or 1):
+        if (out / "stats.json").exists() and (out / "index.json").exists() and not run.markers.keys() - _built_from(out):
+            log("index: finished in an earlier run; kept")
+            return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+        for name in ("index.json", "index.faiss", "stats.json"):
+            (out / name).unlink(missing_ok=True)  # index.json marks completion: never leave an old one
+        files = [work / name for name in _vector_tables(run)]
+        fates = repeats(files)
+        dropped = Counter()
+        for fate in fates:
+            dropped[DUPLICATE] += int((fate == REPEATED_CONTENT).sum())
+            dropped[DUPLICATE_ID] += int((fate == REPEATED_ID).sum())
+        count = sum(int((fate == KEEP).sum()) for fate in fates)
+        if not count:
             raise UserError(
-                f"only {sampled} templates were sampled to train {settings.nlist} cells.\n"
-                "  fix: raise index.train_size, lower index.nlist, or use index.kind=flat"
+                f"no valid template in {', '.join(map(str, template_paths))}; see "
+                f"{beside(out, '.rejects.jsonl')} for why each row was skipped.\n"
+                "  fix: pass a template bank (`fineinstructions templatize` writes one), or say which fields "
+                "hold the template and its description with --template-field and --description-field"
             )
-        tick = time.monotonic()
-        builder.train(np.concatenate(sample))
-        del sample
-        log(f"index: trained on {sampled} templates in {time.monotonic() - tick:.1f}s")
-    rejects = beside(out, ".rejects.jsonl")
-    with open(rejects.with_name(rejects.name + ".tmp"), "w", encoding="utf-8") as sink:
-        if run.rejects_file is not None and run.rejects_file.exists():
-            with open(run.rejects_file, encoding="utf-8") as shard_rejects:
-                shutil.copyfileobj(shard_rejects, sink)
-        for path, fate in zip(files, fates, strict=True):
-            table = pq.read_table(path)
-            sink.writelines(_repeat_rejects(table, fate))
-            keep = np.flatnonzero(fate == KEEP)
-            if len(keep):
-                table = table.take(keep)
-                builder.add(vectors_of(table), table.column("id").to_pylist(), table.column("complexity").to_pylist(), table)
-    rejects.with_name(rejects.name + ".tmp").replace(rejects)
-    meta = builder.write(sources=[resolved(p) for p in template_paths], vector_shards=sorted(run.markers))
-    c = run.counts
-    result = outcomes(c)
-    reading = read_stats(run)
-    skipped = Counter(reading["skipped"]) + Counter(result["skipped"]) + dropped
-    stats = {
-        "index": {
-            "in": reading["rows"],
-            "out": meta["templates"],
-            "skipped": dict(skipped.most_common()),
-            "failed": result["failed"],
-            "kind": settings.kind,
-            "settings": settings.to_dict(),
-            "embedder": embedder.identity.model,
-            "dimension": embedder.dimension,
-            "bytes_per_template": meta["bytes_per_template"],
-            "seconds": round(time.monotonic() - started, 2),
-            "embed_seconds": round(c.get("model_seconds", 0.0), 2),
-            "templates_per_s": round(c.get("out", 0) / c["model_seconds"], 1) if c.get("model_seconds") else None,
-            "rejects": str(rejects),
-        },
-        "complexity_histogram": {str(level): n for level, n in sorted(builder.complexity_counts.items())},
-    }
-    write_json(stats, out / "stats.json")
-    return stats
+        train_fraction = min(1.0, section.train_size / count)
+        train_count = count if train_fraction >= 1.0 else int(section.train_size)
+        settings = settings_for(count, embedder.dimension, train_count, section)
+        log(
+            f"index: {count} templates, {settings.kind} index"
+            + (f" ({settings.nlist} cells, nprobe {settings.nprobe})" if settings.nlist else "")
+            + f", embedder {embedder.identity.model} ({embedder.dimension}-d)"
+        )
+        builder = IndexBuilder(settings, embedder.identity, directory=out)
+        if builder.needs_training:
+            sample = []
+            for path, fate in zip(files, fates, strict=True):
+                table = pq.read_table(path, columns=["id", "vector"])
+                ids = table.column("id").to_pylist()
+                keep = [i for i in np.flatnonzero(fate == KEEP) if _unit_hash(ids[i]) < train_fraction]
+                if keep:
+                    sample.append(vectors_of(table.take(keep)))
+            sampled = sum(len(v) for v in sample)
+            if sampled < (settings.nlist or 1):
+                raise UserError(
+                    f"only {sampled} templates were sampled to train {settings.nlist} cells.\n"
+                    "  fix: raise index.train_size, lower index.nlist, or use index.kind=flat"
+                )
+            tick = time.monotonic()
+            builder.train(np.concatenate(sample))
+            del sample
+            log(f"index: trained on {sampled} templates in {time.monotonic() - tick:.1f}s")
+        rejects = beside(out, ".rejects.jsonl")
+        with open(rejects.with_name(rejects.name + ".tmp"), "w", encoding="utf-8") as sink:
+            if run.rejects_file is not None and run.rejects_file.exists():
+                with open(run.rejects_file, encoding="utf-8") as shard_rejects:
+                    shutil.copyfileobj(shard_rejects, sink)
+            for path, fate in zip(files, fates, strict=True):
+                table = pq.read_table(path)
+                sink.writelines(_repeat_rejects(table, fate))
+                keep = np.flatnonzero(fate == KEEP)
+                if len(keep):
+                    table = table.take(keep)
+                    builder.add(vectors_of(table), table.column("id").to_pylist(), table.column("complexity").to_pylist(), table)
+        rejects.with_name(rejects.name + ".tmp").replace(rejects)
+        meta = builder.write(sources=[resolved(p) for p in template_paths], vector_shards=sorted(run.markers))
+        c = run.counts
+        result = outcomes(c)
+        reading = read_stats(run)
+        skipped = Counter(reading["skipped"]) + Counter(result["skipped"]) + dropped
+        stats = {
+            "index": {
+                "in": reading["rows"],
+                "out": meta["templates"],
+                "skipped": dict(skipped.most_common()),
+                "failed": result["failed"],
+                "kind": settings.kind,
+                "settings": settings.to_dict(),
+                "embedder": embedder.identity.model,
+                "dimension": embedder.dimension,
+                "bytes_per_template": meta["bytes_per_template"],
+                "seconds": round(time.monotonic() - started, 2),
+                "embed_seconds": round(c.get("model_seconds", 0.0), 2),
+                "templates_per_s": round(c.get("out", 0) / c["model_seconds"], 1) if c.get("model_seconds") else None,
+                "rejects": str(rejects),
+            },
+            "complexity_histogram": {str(level): n for level, n in sorted(builder.complexity_counts.items())},
+        }
+        write_json(stats, out / "stats.json")
+        return stats

@@ -20,11 +20,16 @@ into the folder by mistake.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from fineinstructions.errors import UserError
+from fineinstructions.execution.outputs import (
+    STAGE_FOLDER,
+    changed_inputs,
+    clear,
+    refuse_changed_inputs,
+)
 from fineinstructions.io.formats import format_suffix
 from fineinstructions.io.readers import input_files
 from fineinstructions.io.writers import SUFFIXES, atomic_write, write_json, write_table
@@ -48,16 +53,19 @@ class ShardFolder:
 
     # -- the driver -------------------------------------------------------------------
 
-    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool = False) -> None:
-        """Start or resume: refuse output of another job (unless ``overwrite``, which
-        clears the folder)."""
+    def prepare(
+        self, fingerprint: dict[str, Any], *, overwrite: bool = False, input_files: dict[str, list[int]] | None = None
+    ) -> None:
+        """Start or resume: refuse output of another job, or of inputs that changed since
+        it was started (``input_files``: size and time of each input file), unless
+        ``overwrite``, which clears what this package wrote there."""
         if self.directory.exists() and not self.directory.is_dir():
             raise UserError(f"{self.directory} exists and is not a folder")
         fingerprint = json.loads(json.dumps(dict(fingerprint, ledger=LEDGER_VERSION), sort_keys=True, default=str))
         run_file = self.markers / "run.json"
-        if overwrite and self.directory.exists():
-            self.clear()
-        elif run_file.exists():
+        if overwrite:
+            clear(self.directory, STAGE_FOLDER)
+        if run_file.exists():
             previous = json.loads(run_file.read_text(encoding="utf-8"))
             if previous != fingerprint:
                 changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
@@ -65,29 +73,30 @@ class ShardFolder:
                     f"{self.directory} holds output of a different job (it differs in: {', '.join(changed)}).\n"
                     "  fix: choose another output folder, or pass --overwrite to start it again"
                 )
+            recorded = self.markers / "inputs.json"
+            changed = changed_inputs(json.loads(recorded.read_text(encoding="utf-8"))) if recorded.exists() else []
+            if changed and not self.finished():
+                clear(self.directory, STAGE_FOLDER)  # nothing was finished: plan again from the new inputs
+            else:
+                refuse_changed_inputs(changed, self.directory)
         elif self.directory.exists() and any(p.is_file() and format_suffix(p) for p in self.directory.iterdir()):
             raise UserError(
-                f"{self.directory} already holds output that this command did not write.\n"
-                "  fix: choose another output folder, or pass --overwrite to replace it"
+                f"{self.directory} holds data files that this command did not write (they would be read "
+                "back as its output); --overwrite deletes only what fineinstructions wrote.\n"
+                "  fix: choose another output folder, or move those files out of it"
             )
         self.markers.mkdir(parents=True, exist_ok=True)
         self._fingerprint = fingerprint
+        self._input_files = input_files
 
     def remember(self) -> None:
         """Record the fingerprint :meth:`prepare` checked, once the shards are planned (a
         plan that fails, such as on a wrong input, leaves the folder free for the fix)."""
         run_file = self.markers / "run.json"
         if not run_file.exists():
+            if self._input_files is not None:
+                write_json(self._input_files, self.markers / "inputs.json")
             write_json(self._fingerprint, run_file)
-
-    def clear(self) -> None:
-        for path in self.directory.iterdir():
-            if path.is_dir() and path.name in (MARKERS, ".work"):
-                shutil.rmtree(path)
-            elif path.is_file() and (
-                format_suffix(path) or path.name.endswith(".tmp") or path.name in ("stats.json", "README.md")
-            ):
-                path.unlink()
 
     def plan(self, make: Any) -> Any:
         """The shards of this folder: those planned by the first run, or ``make()``'s."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,6 +24,16 @@ from typing import Callable, Sequence
 from fineinstructions import __version__
 from fineinstructions.config import Config, config_as_toml, output_fingerprint
 from fineinstructions.errors import UserError
+from fineinstructions.execution.outputs import (
+    LOCK_NAME,
+    changed_inputs,
+    clear,
+    folder_lock,
+    input_state,
+    refuse_changed_inputs,
+    refuse_inputs_inside,
+    run_folder,
+)
 from fineinstructions.io import write_json
 
 STAGES = ("templates", "index", "matches", "pairs", "judged", "dataset")
@@ -47,14 +56,27 @@ def _finished(folder: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def _prepare(out: Path, manifest: dict, overwrite: bool) -> None:
+# The stages that read each kind of input first; work they finished is made from it.
+_READERS = {"queries": ("templates", "index"), "templates": ("templates", "index"), "documents": STAGES[2:]}
+
+
+def _progress(out: Path, changed: list[str], previous: dict) -> bool:
+    """Whether a stage that reads one of the ``changed`` input files finished any work
+    (then a resume would mix old and new rows); if none did, the run starts those stages
+    afresh from the new files."""
+    kinds = {kind for kind in _READERS for path in previous.get(kind, []) if any(p.startswith(path) for p in changed)}
+    kinds = kinds or set(_READERS)  # a change not traced to one kind: every stage counts
+    for stage in {s for kind in kinds for s in _READERS[kind]}:
+        folder = out / stage
+        if (folder / "stats.json").exists() or any(folder.rglob(".shards/[0-9]*.json")):
+            return True
+    return False
+
+
+def _prepare(out: Path, manifest: dict, overwrite: bool, log: Callable[[str], None]) -> None:
     run_file = out / "run.json"
-    if overwrite and out.exists():
-        for name in STAGES:
-            shutil.rmtree(out / name, ignore_errors=True)
-        for path in out.glob("*"):
-            if path.is_file() and (path.name.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm", ".jsonl", ".tmp")) or path.name in ("stats.json", "report.html", "run.json")):
-                path.unlink()
+    if overwrite:
+        clear(out, run_folder(STAGES), log=log)  # only what a run wrote; never an input
     elif run_file.exists():
         previous = json.loads(run_file.read_text(encoding="utf-8"))
         if {k: previous.get(k, []) for k in GUARDED} != {k: manifest[k] for k in GUARDED}:
@@ -63,9 +85,15 @@ def _prepare(out: Path, manifest: dict, overwrite: bool) -> None:
                 "  fix: run with the same inputs and configuration to resume it, choose another "
                 "output folder, or pass --overwrite to start again"
             )
-    elif out.exists() and any(out.iterdir()):
+        changed = changed_inputs(previous.get("input_files", {}))
+        if changed and _progress(out, changed, previous):
+            refuse_changed_inputs(changed, out)
+        if not changed:
+            manifest["input_files"] = previous.get("input_files", {})  # the first run's, which a resume checks
+    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise UserError(
-            f"{out} is not empty and holds no run.\n  fix: choose another output folder, or pass --overwrite"
+            f"{out} is not empty and holds no run.\n  fix: choose another output folder, or pass --overwrite "
+            "to write the run beside what it holds (it deletes only what fineinstructions wrote)"
         )
     out.mkdir(parents=True, exist_ok=True)
     write_json(manifest, run_file)
@@ -118,6 +146,8 @@ def run_pipeline(
         "config_sha256": hashlib.sha256(output_config.encode("utf-8")).hexdigest(),
         "config": config_text,
         "executor": executor.kind,
+        # What a resume must find unchanged (each input file's size and modification time).
+        "input_files": input_state([*query_paths, *templates, *document_paths]),
     }
     # A backend that cannot run here (a llama.cpp build that crashes on this CPU) fails
     # before anything is written, not at the stage that first loads it.
@@ -126,62 +156,64 @@ def run_pipeline(
     sections = ([config.templatize] if query_paths else []) + [config.instantiate, config.judge]
     for llm in {json.dumps(s.llm.model_dump(), sort_keys=True): s.llm for s in sections}.values():
         check_llm(llm)
-    _prepare(out, manifest, overwrite)
-    folders = {name: out / name for name in STAGES}
-    started = time.monotonic()
-    stage_seconds: dict[str, float] = {}
+    refuse_inputs_inside(out, [*query_paths, *templates, *document_paths])
+    with folder_lock(out, "run"):  # one process per run folder
+        _prepare(out, manifest, overwrite, log)
+        folders = {name: out / name for name in STAGES}
+        started = time.monotonic()
+        stage_seconds: dict[str, float] = {}
 
-    def stage(name: str, work: Callable[[], dict]) -> dict:
-        done = _finished(folders[name])
-        if done is not None:
-            log(f"[{name}] finished in an earlier run; kept")
-            return done
-        log(f"[{name}] running")
-        tick = time.monotonic()
-        result = work()
-        stage_seconds[name] = round(time.monotonic() - tick, 2)
-        return result
+        def stage(name: str, work: Callable[[], dict]) -> dict:
+            done = _finished(folders[name])
+            if done is not None:
+                log(f"[{name}] finished in an earlier run; kept")
+                return done
+            log(f"[{name}] running")
+            tick = time.monotonic()
+            result = work()
+            stage_seconds[name] = round(time.monotonic() - tick, 2)
+            return result
 
-    options = dict(show_progress=show_progress, log=log, executor=executor)
-    made = None
-    if query_paths:
-        made = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, **options))
-        if not made["templatize"]["out"] and not templates:
-            raise UserError(
-                f"no valid template was made from {', '.join(map(str, query_paths))}; see "
-                f"{beside(folders['templates'], '.rejects.jsonl')} for why each query was rejected"
-            )
-    bank = ([folders["templates"]] if query_paths else []) + list(templates)
-    index = stage("index", lambda: run_index(bank, folders["index"], config, **options))
-    matches = stage(
-        "matches", lambda: run_match(document_paths, folders["index"], folders["matches"], config, **options)
-    )
-    pairs = stage(
-        "pairs",
-        lambda: run_instantiate(
-            [folders["matches"]], [folders["templates"]] if query_paths else [], document_paths, folders["pairs"], config,
-            **options,
-        ),
-    )
-    judged = stage("judged", lambda: run_judge([folders["pairs"]], folders["judged"], config, **options))
-    dataset = stage(
-        "dataset",
-        lambda: run_pack(
-            [folders["judged"]], document_paths, folders["dataset"], config, executor=executor, log=log
-        ),
-    )
-    stats = summarize(made, index, matches, pairs, judged, dataset)
-    if audit:
-        checked = audit(folders["dataset"])
-        stats["audit"] = {k: checked[k] for k in ("passed", "failed_hard_rules", "pairs")}
-        log(f"audit: {'passed' if checked['passed'] else 'FAILED: ' + ', '.join(checked['failed_hard_rules'])}"
-            f" (see {folders['dataset'] / 'audit.json'})")
-    stats["seconds_this_run"] = round(time.monotonic() - started, 2)
-    stats["stage_seconds_this_run"] = stage_seconds
-    write_json(stats, out / "stats.json")
-    if report:
-        log(f"report: {report(out)}")
-    return stats
+        options = dict(show_progress=show_progress, log=log, executor=executor)
+        made = None
+        if query_paths:
+            made = stage("templates", lambda: run_templatize(query_paths, folders["templates"], config, **options))
+            if not made["templatize"]["out"] and not templates:
+                raise UserError(
+                    f"no valid template was made from {', '.join(map(str, query_paths))}; see "
+                    f"{beside(folders['templates'], '.rejects.jsonl')} for why each query was rejected"
+                )
+        bank = ([folders["templates"]] if query_paths else []) + list(templates)
+        index = stage("index", lambda: run_index(bank, folders["index"], config, **options))
+        matches = stage(
+            "matches", lambda: run_match(document_paths, folders["index"], folders["matches"], config, **options)
+        )
+        pairs = stage(
+            "pairs",
+            lambda: run_instantiate(
+                [folders["matches"]], [folders["templates"]] if query_paths else [], document_paths, folders["pairs"], config,
+                **options,
+            ),
+        )
+        judged = stage("judged", lambda: run_judge([folders["pairs"]], folders["judged"], config, **options))
+        dataset = stage(
+            "dataset",
+            lambda: run_pack(
+                [folders["judged"]], document_paths, folders["dataset"], config, executor=executor, log=log
+            ),
+        )
+        stats = summarize(made, index, matches, pairs, judged, dataset)
+        if audit:
+            checked = audit(folders["dataset"])
+            stats["audit"] = {k: checked[k] for k in ("passed", "failed_hard_rules", "pairs")}
+            log(f"audit: {'passed' if checked['passed'] else 'FAILED: ' + ', '.join(checked['failed_hard_rules'])}"
+                f" (see {folders['dataset'] / 'audit.json'})")
+        stats["seconds_this_run"] = round(time.monotonic() - started, 2)
+        stats["stage_seconds_this_run"] = stage_seconds
+        write_json(stats, out / "stats.json")
+        if report:
+            log(f"report: {report(out)}")
+        return stats
 
 
 def _step(stats: dict, *keys: str) -> dict:

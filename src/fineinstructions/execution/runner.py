@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from fineinstructions.execution.executor import Executor, LocalExecutor, ShardJob, worker_caches
 from fineinstructions.execution.ledger import ShardFolder
+from fineinstructions.execution.outputs import folder_lock, input_state, refuse_inputs_inside
 from fineinstructions.execution.progress import Progress
 from fineinstructions.execution.shards import InputShard, ReadSpec
 from fineinstructions.io.formats import is_url
@@ -122,6 +123,17 @@ class StageRun:
         return out
 
 
+def _paths(inputs: Any) -> list[str]:
+    """The input files and folders named anywhere in a stage's ``inputs`` record."""
+    if isinstance(inputs, dict):
+        return [p for value in inputs.values() for p in _paths(value)]
+    if isinstance(inputs, (list, tuple)):
+        return [p for value in inputs for p in _paths(value)]
+    if isinstance(inputs, (str, Path)) and "://" not in str(inputs) and Path(inputs).exists():
+        return [str(inputs)]
+    return []
+
+
 def run_stage(
     stage: Stage,
     plan: Callable[[], Sequence[InputShard]],
@@ -141,12 +153,38 @@ def run_stage(
 ) -> StageRun:
     """Run ``stage`` over the shards ``plan()`` makes (called on a first run only),
     writing into ``output``; resumes an unfinished run of the same job."""
+    stage.check()
+    paths = _paths(inputs)
+    refuse_inputs_inside(output, paths)
+    with folder_lock(output, stage.name):  # one process per output folder
+        return _run_stage(stage, plan, output, paths, inputs=inputs, read=read, format=format, cache=cache,
+                          record_ids=record_ids, overwrite=overwrite, executor=executor, show_progress=show_progress,
+                          unit=unit, progress_interval=progress_interval, log=log)
+
+
+def _run_stage(
+    stage: Stage,
+    plan: Callable[[], Sequence[InputShard]],
+    output: str | Path,
+    paths: list[str],
+    *,
+    inputs: dict[str, Any],
+    read: ReadSpec | None,
+    format: str,
+    cache: Path | None,
+    record_ids: bool,
+    overwrite: bool,
+    executor: Executor | None,
+    show_progress: bool,
+    unit: str,
+    progress_interval: float | None,
+    log: Log,
+) -> StageRun:
     executor = executor or LocalExecutor()
     read = read or ReadSpec()
     folder = ShardFolder(output)
-    stage.check()
     fingerprint = {**stage.fingerprint(), "inputs": inputs, "format": format, "read": repr(read)}
-    folder.prepare(fingerprint, overwrite=overwrite)
+    folder.prepare(fingerprint, overwrite=overwrite, input_files=input_state(paths))
     planned, _ = folder.plan(lambda: [shard_to_json(s) for s in plan()])
     folder.remember()
     shards = [shard_from_json(s) for s in planned]

@@ -30,6 +30,12 @@ from fineinstructions.errors import UserError
 from fineinstructions.execution.executor import batched
 from fineinstructions.execution.instantiate import token_rates
 from fineinstructions.execution.ledger import ShardFolder
+from fineinstructions.execution.outputs import (
+    TEMPLATIZE_FOLDER,
+    clear,
+    folder_lock,
+    refuse_inputs_inside,
+)
 from fineinstructions.execution.rejects import RejectsFile
 from fineinstructions.execution.runner import beside, resolved, run_stage, stage_prompt
 from fineinstructions.execution.shards import InputShard
@@ -126,79 +132,81 @@ def run_templatize(
     section = config.templatize
     stage = TemplatizeStage(config, llm=llm, prompt=stage_prompt(config.templatize))
     stage.check()  # first: a backend that cannot run here writes (or clears) nothing
-    if overwrite and out.exists():
-        folder.clear()
-    elif (out / "stats.json").exists() and (work / "templatized").exists():
-        stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
-        if stats.get("inputs") == _inputs(query_paths, limit, config):
-            log("templatize: finished in an earlier run; kept")
-            return stats
-    elif out.exists() and any(p.is_file() and format_suffix(p) for p in out.iterdir()) and not work.exists():
-        raise UserError(
-            f"{out} already holds output that this command did not write.\n"
-            "  fix: choose another output folder, or pass --overwrite to replace it"
+    refuse_inputs_inside(out, query_paths)
+    with folder_lock(out, "templatize"):  # one process per output folder
+        if overwrite:
+            clear(out, TEMPLATIZE_FOLDER, log=log)
+        elif (out / "stats.json").exists() and (work / "templatized").exists():
+            stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+            if stats.get("inputs") == _inputs(query_paths, limit, config):
+                log("templatize: finished in an earlier run; kept")
+                return stats
+        elif out.exists() and any(p.is_file() and format_suffix(p) for p in out.iterdir()) and not work.exists():
+            raise UserError(
+                f"{out} already holds output that this command did not write.\n"
+                "  fix: choose another output folder, or pass --overwrite to replace it"
+            )
+        templatizer = stage.describe()
+        log(
+            f"templatize: {templatizer.model}, {templatizer.mode} mode, prompt "
+            f"{templatizer.prompt_version}, constraint {templatizer.constraint}, executor {getattr(executor, 'kind', 'local')}"
         )
-    templatizer = stage.describe()
-    log(
-        f"templatize: {templatizer.model}, {templatizer.mode} mode, prompt "
-        f"{templatizer.prompt_version}, constraint {templatizer.constraint}, executor {getattr(executor, 'kind', 'local')}"
-    )
-    inputs = _inputs(query_paths, limit, config)
-    previous = work / "inputs.json"
-    if previous.exists() and json.loads(previous.read_text(encoding="utf-8")) != json.loads(json.dumps(inputs)):
-        raise UserError(
-            f"{out} holds templates of other queries or query filters.\n"
-            "  fix: choose another output folder, or pass --overwrite to start again"
+        inputs = _inputs(query_paths, limit, config)
+        previous = work / "inputs.json"
+        if previous.exists() and json.loads(previous.read_text(encoding="utf-8")) != json.loads(json.dumps(inputs)):
+            raise UserError(
+                f"{out} holds templates of other queries or query filters.\n"
+                "  fix: choose another output folder, or pass --overwrite to start again"
+            )
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(inputs, previous)
+        filtered = filter_queries(query_paths, work / "queries", config, limit=limit, shard_size=section.shard_size, log=log)
+        files = sorted((work / "queries").glob("part-*.parquet"))
+        run = run_stage(
+            stage,
+            lambda: [InputShard(i, "rows", files=(str(f),), row_type="QueryRow") for i, f in enumerate(files)],
+            work / "templatized",
+            inputs=inputs,
+            format="parquet",
+            cache=beside(out, ".cache.sqlite") if section.llm.cache else None,
+            executor=executor,
+            show_progress=show_progress,
+            unit="queries",
+            log=log,
         )
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(inputs, previous)
-    filtered = filter_queries(query_paths, work / "queries", config, limit=limit, shard_size=section.shard_size, log=log)
-    files = sorted((work / "queries").glob("part-*.parquet"))
-    run = run_stage(
-        stage,
-        lambda: [InputShard(i, "rows", files=(str(f),), row_type="QueryRow") for i, f in enumerate(files)],
-        work / "templatized",
-        inputs=inputs,
-        format="parquet",
-        cache=beside(out, ".cache.sqlite") if section.llm.cache else None,
-        executor=executor,
-        show_progress=show_progress,
-        unit="queries",
-        log=log,
-    )
-    histogram, duplicates = dedup_templates(run, out, config, templatizer)
-    c = run.counts
-    rejects_path = folder.join_rejects(
-        beside(out, ".rejects.jsonl"), [work / "queries" / "rejects.jsonl", run.rejects_file, duplicates]
-    )
-    out_count = sum(histogram.values())
-    templatize_in = c.get("in", 0)
-    valid = c.get("out", 0)
-    stats = {
-        "inputs": inputs,
-        "read_queries": filtered["read_queries"],
-        "filter_queries": filtered["filter_queries"],
-        "templatize": {
-            "in": templatize_in,
-            "out": out_count,
-            "skipped": {"duplicate_template": valid - out_count} if valid - out_count else {},
-            "failed": outcomes(c)["failed"],
-            # Valid: passed every check (a duplicate of an earlier template is valid too).
-            "valid": valid,
-            "valid_rate": round(valid / templatize_in, 4) if templatize_in else None,
-            "model": templatizer.model,
-            "mode": templatizer.mode,
-            "prompt_version": templatizer.prompt_version,
-            "constraint": templatizer.constraint,
-            "shards": len(run.markers),
-            **{k: v for k, v in token_rates(run, "in").items() if not k.startswith("pairs_per_s")},
-            **run.rates("in", name="queries"),
-        },
-        "complexity_histogram": {str(k): histogram[k] for k in sorted(histogram)},
-        "rejects_file": str(rejects_path),
-    }
-    write_json(stats, out / "stats.json")
-    return stats
+        histogram, duplicates = dedup_templates(run, out, config, templatizer)
+        c = run.counts
+        rejects_path = folder.join_rejects(
+            beside(out, ".rejects.jsonl"), [work / "queries" / "rejects.jsonl", run.rejects_file, duplicates]
+        )
+        out_count = sum(histogram.values())
+        templatize_in = c.get("in", 0)
+        valid = c.get("out", 0)
+        stats = {
+            "inputs": inputs,
+            "read_queries": filtered["read_queries"],
+            "filter_queries": filtered["filter_queries"],
+            "templatize": {
+                "in": templatize_in,
+                "out": out_count,
+                "skipped": {"duplicate_template": valid - out_count} if valid - out_count else {},
+                "failed": outcomes(c)["failed"],
+                # Valid: passed every check (a duplicate of an earlier template is valid too).
+                "valid": valid,
+                "valid_rate": round(valid / templatize_in, 4) if templatize_in else None,
+                "model": templatizer.model,
+                "mode": templatizer.mode,
+                "prompt_version": templatizer.prompt_version,
+                "constraint": templatizer.constraint,
+                "shards": len(run.markers),
+                **{k: v for k, v in token_rates(run, "in").items() if not k.startswith("pairs_per_s")},
+                **run.rates("in", name="queries"),
+            },
+            "complexity_histogram": {str(k): histogram[k] for k in sorted(histogram)},
+            "rejects_file": str(rejects_path),
+        }
+        write_json(stats, out / "stats.json")
+        return stats
 
 
 def _inputs(query_paths: Sequence[str | Path], limit: int | None, config: Config) -> dict:

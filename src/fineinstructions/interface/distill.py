@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +28,7 @@ from typing import Any, Callable, Sequence
 from fineinstructions import __version__
 from fineinstructions.config import Config, output_fingerprint
 from fineinstructions.errors import UserError
+from fineinstructions.execution.outputs import DISTILL_FOLDER, clear
 from fineinstructions.execution.runner import resolved
 from fineinstructions.io import read_documents, read_queries, read_rows, write_json
 from fineinstructions.records import MatchRow, PairRow, TemplateRow
@@ -40,9 +40,9 @@ def _prepare(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
     """Refuse a folder that holds other silver data or anything else (unless
     ``overwrite``); record the run's inputs and settings."""
     record = out / "distill.json"
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    elif record.exists():
+    if overwrite:
+        clear(out, DISTILL_FOLDER)  # only what distill wrote
+    if record.exists():
         previous = json.loads(record.read_text(encoding="utf-8"))
         if {k: previous.get(k) for k in manifest if k != "fineinstructions"} != {k: v for k, v in manifest.items() if k != "fineinstructions"}:
             raise UserError(
@@ -51,7 +51,7 @@ def _prepare(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
                 "or pass --overwrite to start again"
             )
     elif out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty and holds no silver data.\n  fix: choose another output folder, or pass --overwrite")
+        raise UserError(f"{out} is not empty and holds no silver data.\n  fix: choose another output folder, or empty this one")
     out.mkdir(parents=True, exist_ok=True)
     write_json(manifest, record)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from fineinstructions import __version__
-from fineinstructions.errors import UserError
+from fineinstructions.errors import UserError, os_error_message
 from fineinstructions.interface.cli.audit import audit
 from fineinstructions.interface.cli.config_command import config_command
 from fineinstructions.interface.cli.demo import demo
@@ -32,6 +32,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as error:
             click.echo(f"error: {error}", err=True)
+            ctx.exit(2)
+        except Exception as error:  # a full disk, a read-only folder: a message, not a traceback
+            message = os_error_message(error)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
             ctx.exit(2)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
