@@ -53,6 +53,10 @@ def _input_error(path: str, problem: str, location: str | None, field: str | Non
     return InputError(path, problem, location=location, field=field, fix=fix)
 
 
+class ServerUnavailable(UserError):
+    """An LLM server stayed unreachable through every retry; a rerun goes on."""
+
+
 class ConfigError(UserError):
     """A configuration file or override is invalid."""
 

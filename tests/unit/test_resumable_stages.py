@@ -146,10 +146,12 @@ def test_judge_resumes_per_input_file_and_keeps_counts_balanced(tmp_path):
         writer.write(rows)
     scores = ['{"score": 5}', '{"score": 2}', "no idea", '{"score": 4}', '{"score": 4}', '{"score": 1}']
     cache = tmp_path / "judged.cache.sqlite"
+    # The relevance gate is off: these hand-made pairs ("i0" -> "a") would all be irrelevant.
+    judging = config(**{"judge.min_relevance": "null"})
     with pytest.raises(Crash):
-        run_judge([pairs_dir], tmp_path / "judged", config(), llm=CachedLLM(CrashingLLM(scores, crash_after=3), cache), show_progress=False, log=lambda m: None)
+        run_judge([pairs_dir], tmp_path / "judged", judging, llm=CachedLLM(CrashingLLM(scores, crash_after=3), cache), show_progress=False, log=lambda m: None)
     rest = ScriptedLLM(scores[3:])
-    stats = run_judge([pairs_dir], tmp_path / "judged", config(), llm=CachedLLM(rest, cache), show_progress=False, log=lambda m: None)["judge"]
+    stats = run_judge([pairs_dir], tmp_path / "judged", judging, llm=CachedLLM(rest, cache), show_progress=False, log=lambda m: None)["judge"]
     assert len(rest.calls) == 3
     assert stats["in"] == 6 and stats["out"] == 3
     assert stats["skipped"] == {"low_score": 2} and stats["failed"] == {"unparseable_judgement": 1}

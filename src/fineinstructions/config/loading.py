@@ -69,21 +69,23 @@ def load_config(
     """Build and validate a :class:`Config` from a preset, files, ``--set`` overrides
     (``"section.field=value"``) and ``settings`` (typed values by dotted key, as a
     command's options give them), each layer over the ones before."""
-    layers: list[Mapping[str, Any]] = [_read_preset(preset)] if preset else []
-    layers += [read_config_file(path) for path in files]
-    layers += [parse_override(override) for override in overrides]
+    # Each layer with where it comes from, so that an invalid value names its source.
+    layers: list[tuple[str, Mapping[str, Any]]] = [(f"the {preset} preset", _read_preset(preset))] if preset else []
+    layers += [(str(path), read_config_file(path)) for path in files]
+    layers += [(f"--set {override}", parse_override(override)) for override in overrides]
     if settings:
         options: dict[str, Any] = {}  # one layer: a specific option beats a shorthand beside it
         for key, value in settings.items():
             options = _merge(options, _nested(key, value), None)
-        layers.append(options)
+        layers.append(("a command-line option", options))
+    expanded = [(source, expand_shorthands(Config, layer)) for source, layer in layers]
     data: dict[str, Any] = {}
-    for layer in layers:
-        data = _merge(data, expand_shorthands(Config, layer), Config)
+    for _, layer in expanded:
+        data = _merge(data, layer, Config)
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_explain(error)) from None
+        raise ConfigError(_explain(error, expanded)) from None
 
 
 def _nested(dotted: str, value: Any) -> dict[str, Any]:
@@ -106,10 +108,26 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], model: type[BaseMode
     return merged
 
 
-def _explain(error: ValidationError) -> str:
+def _source(where: list[str], layers: Sequence[tuple[str, Mapping[str, Any]]]) -> str | None:
+    """The last layer that sets the key ``where`` (or the table holding it). Only files
+    and presets are named: an override is on the command line the user just typed."""
+    for source, layer in reversed(layers):
+        value: Any = layer
+        for part in where:
+            if not isinstance(value, Mapping) or part not in value:
+                break
+            value = value[part]
+        else:
+            return source
+    return None
+
+
+def _explain(error: ValidationError, layers: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> str:
     lines = ["invalid configuration:"]
     for item in error.errors():
         where, parent = _locate(item["loc"])
+        source = _source(where, layers) or _source(where[:-1], layers)
+        source = None if source is None or source.startswith(("--set", "a command-line")) else source
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field" + _unknown_field_hint(where, parent)
@@ -118,7 +136,7 @@ def _explain(error: ValidationError) -> str:
             message = _unknown_backend(item["ctx"]["tag"])
         elif item["type"] == "union_tag_not_found":
             message = 'expected a table of LLM settings, such as {backend = "openai", model = "served-model"}'
-        lines.append(f"  {'.'.join(where)}: {message}")
+        lines.append(f"  {'.'.join(where)}{f' (in {source})' if source else ''}: {message}")
     return "\n".join(lines)
 
 

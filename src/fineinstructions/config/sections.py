@@ -171,7 +171,12 @@ class EmbedConfig(Section):
     batch_size: int = Field(32, ge=1, description="Windows of text run through the model at once.")
     window_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive windows of a long document.", json_schema_extra=AFFECTS_OUTPUT)
     max_tokens: int | None = Field(
-        None, ge=1, description="Embed at most this many tokens of a document (None: the whole document).", json_schema_extra=AFFECTS_OUTPUT
+        32768,
+        ge=1,
+        description="Embed at most this many tokens of a document, from its start (None: the whole document, however long). "
+        "Bounds a document's time and memory in match (a 5 MB page is about a million tokens); a cut document is counted in "
+        "match's truncated_documents. Nearly every web document fits 32768 tokens whole.",
+        json_schema_extra=AFFECTS_OUTPUT,
     )
     device: str | None = Field(None, description="Torch device ('cpu', 'cuda', ...); None picks a GPU when there is one.")
 

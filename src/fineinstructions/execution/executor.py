@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from fineinstructions.config import RayConfig
-from fineinstructions.errors import MissingDependencyError, UserError
+from fineinstructions.errors import MissingDependencyError, ServerUnavailable, UserError
 from fineinstructions.execution.ledger import ShardFolder
 from fineinstructions.execution.shards import InputShard, ReadSpec, hashes_of, read_shard
+from fineinstructions.models.llm import ErrorKind
 from fineinstructions.stages.base import Stage, StageBatch, Worker
+
+UNAVAILABLE = ErrorKind.UNAVAILABLE.value
 
 OnShard = Callable[[dict], None]
 
@@ -63,6 +66,21 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list]:
         yield batch
 
 
+def stop_if_unavailable(stage: Stage, shard: InputShard, part: StageBatch) -> None:
+    """A server that stayed unreachable through every retry costs time, never rows: the
+    shard is not committed (what the calls made so far returned is in the request cache),
+    and the stage stops so that the next run, once the server is back, goes on."""
+    failed = [r for r in part.rejects if r.reason == UNAVAILABLE]
+    if failed:
+        raise ServerUnavailable(
+            f"{stage.name}: the LLM server is unreachable: {failed[0].detail}.\n"
+            f"  Shard {shard.index} was not committed; every finished shard and every answer already "
+            "received is kept.\n"
+            "  fix: start the server (or check its address and network), then run the same command again: "
+            "it makes only the calls that are missing"
+        )
+
+
 def run_shard(stage: Stage, shard: InputShard, job: ShardJob, worker_id: str, on_batch: OnShard | None = None) -> dict:
     """Read one input shard, run the stage over it, write the output shard; returns its marker."""
     tick = time.monotonic()
@@ -70,6 +88,7 @@ def run_shard(stage: Stage, shard: InputShard, job: ShardJob, worker_id: str, on
     result = StageBatch()
     for batch in batched(items, stage.batch_size):
         part = stage.process(batch)
+        stop_if_unavailable(stage, shard, part)
         result.merge(part)
         if on_batch is not None:
             on_batch(dict(part.counts))

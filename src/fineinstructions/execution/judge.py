@@ -70,6 +70,8 @@ def run_judge(
             "expected_scores": c.get("expected_scores", 0),
             "min_relevance": judge.min_relevance,
             "unscored_relevance": c.get("unscored_relevance", 0),
+            # pairs that came without a relevance score and were scored here for the gate
+            "relevance_scored": c.get("relevance_scored", 0),
             "model": judge.model,
             "format": judge.format,
             "prompt_version": judge.prompt_version,

@@ -56,6 +56,27 @@ def _finished(folder: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+READ_CHECK_FILES = 64  # files whose first rows are read before anything runs
+
+
+def read_check(query_paths: Sequence[str | Path], document_paths: Sequence[str | Path], config: Config) -> None:
+    """Fail before the first stage, not hours later at the stage that reads them, on what
+    is wrong with the inputs as a whole: a missing path, an empty folder, an unknown
+    format, a field name that the first rows do not have. Lists every file, and reads the
+    first rows of the first :data:`READ_CHECK_FILES` of each kind (a bad row further in is
+    still named, with its line, by the stage that reads it)."""
+    from itertools import islice
+
+    from fineinstructions.io import read_documents, read_queries
+    from fineinstructions.io.readers import input_files
+
+    for paths, reader, fields in ((query_paths, read_queries, config.input.query_fields()),
+                                  (document_paths, read_documents, config.input.document_fields())):
+        for file in input_files(paths)[:READ_CHECK_FILES] if paths else []:
+            for _ in islice(reader([file], fields=fields, on_error=config.input.on_error), 3):
+                pass
+
+
 # The stages that read each kind of input first; work they finished is made from it.
 _READERS = {"queries": ("templates", "index"), "templates": ("templates", "index"), "documents": STAGES[2:]}
 
@@ -157,6 +178,7 @@ def run_pipeline(
     for llm in {json.dumps(s.llm.model_dump(), sort_keys=True): s.llm for s in sections}.values():
         check_llm(llm)
     refuse_inputs_inside(out, [*query_paths, *templates, *document_paths])
+    read_check(query_paths, document_paths, config)
     with folder_lock(out, "run"):  # one process per run folder
         _prepare(out, manifest, overwrite, log)
         folders = {name: out / name for name in STAGES}

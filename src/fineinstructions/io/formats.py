@@ -53,7 +53,8 @@ def _read_jsonl(path: Path, handle: Iterable[bytes], first: int = 1) -> Iterator
         except json.JSONDecodeError as error:
             yield location, InputError(
                 path,
-                f"invalid JSON ({error.msg} at column {error.colno})",
+                # (json's own message may end in "at": "Unterminated string starting at")
+                f"invalid JSON ({error.msg.removesuffix(' at')} at column {error.colno})",
                 location=location,
                 fix="each line of a JSONL file must be one complete JSON object",
             )

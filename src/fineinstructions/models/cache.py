@@ -117,7 +117,7 @@ class CachedLLM:
             rows = []
             for i, completion in zip(chunk, fresh, strict=True):
                 results[i] = completion
-                if completion.error_kind is not ErrorKind.BACKEND_ERROR:
+                if completion.error_kind not in (ErrorKind.BACKEND_ERROR, ErrorKind.UNAVAILABLE):
                     rows.append((keys[i], identity, completion.to_json()))
             with self._lock:
                 self._db.executemany(

@@ -33,7 +33,11 @@ class ErrorKind(str, Enum):
 
     CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit the model's window
     INVALID_OUTPUT = "invalid_output"  # output does not parse or match the schema
-    BACKEND_ERROR = "backend_error"  # the backend failed (server error after retries, …)
+    BACKEND_ERROR = "backend_error"  # the backend failed for this request (a bad request, a crash, …)
+    # The server could not be reached, or kept answering "busy" (429, 5xx), through every
+    # retry: nothing is wrong with the request, so it is never final. The runner stops the
+    # stage without committing the shard, and the next run makes the call again.
+    UNAVAILABLE = "server_unavailable"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

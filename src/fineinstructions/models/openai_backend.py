@@ -4,8 +4,9 @@ Requests of a batch are sent concurrently (at most ``max_concurrency`` in flight
 pool of threads sharing keep-alive connections) to
 ``{base_url}/chat/completions``. Connection errors, timeouts, 429 and 5xx answers are
 retried with exponential backoff and jitter, honouring ``Retry-After``; a request that
-still fails becomes a completion with a ``backend_error``, and the rest of the batch
-goes on. The API key is read from the environment variable ``api_key_env`` and never
+still fails becomes a completion with ``server_unavailable`` (never final: the runner
+stops the stage without committing the shard, and the next run makes the call again),
+and one the server refuses (another 4xx) a ``backend_error``. The API key is read from the environment variable ``api_key_env`` and never
 logged.
 
 Structured output is sent in the form the server understands (``dialect``):
@@ -154,6 +155,7 @@ class OpenAICompatibleLLM:
         self.backoff_max = backoff_max
         self.tokenizer = tokenizer
         self.retries = 0  # retried attempts so far, for reports and tests
+        self.failing_since: float | None = None  # when calls began to fail for transport reasons
         # Set when the server refused a request for token log-probabilities (llama-cpp-python's
         # server without logits_all, for one): later requests no longer ask for them.
         self.logprobs_refused = False
@@ -262,8 +264,10 @@ class OpenAICompatibleLLM:
                 response = self._client.post(url, json=body)
             except (httpx.TransportError, httpx.TimeoutException) as error:
                 last = f"{type(error).__name__} talking to {self.base_url}"
+                self._failing()
             else:
                 if response.status_code == 200:
+                    self.failing_since = None
                     return self._completion(request, response.json())
                 message, code = error_details(response)
                 last = f"HTTP {response.status_code}: {message}"
@@ -277,12 +281,19 @@ class OpenAICompatibleLLM:
                     overflow = _is_context_overflow(response.status_code, message, code)
                     return failed(ErrorKind.CONTEXT_OVERFLOW if overflow else ErrorKind.BACKEND_ERROR, last)
                 asked = retry_after(response)
+                self._failing()
             if attempt == self.max_retries:
                 break
             with self._lock:
                 self.retries += 1
             time.sleep(self._delay(attempt, asked))
-        return failed(ErrorKind.BACKEND_ERROR, f"{last} (gave up after {self.max_retries + 1} attempts)")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.failing_since or time.time()))
+        return failed(ErrorKind.UNAVAILABLE, f"{last}, failing since {since} (gave up after {self.max_retries + 1} attempts)")
+
+    def _failing(self) -> None:
+        with self._lock:
+            if self.failing_since is None:
+                self.failing_since = time.time()
 
     def _delay(self, attempt: int, asked: float | None) -> float:
         return backoff_delay(attempt, asked, base=self.backoff_base, ceiling=self.backoff_max)

@@ -14,7 +14,9 @@ written score (``score="argmax"`` asks for that everywhere).
 **Relevance gate.** With ``min_relevance`` set, a pair whose ``relevance`` (the
 embedder's similarity of instruction and answer, set by instantiate) is below it is
 skipped as ``irrelevant_answer`` before the judge is asked, and kept in the rejects with
-its score. Pairs without a relevance score pass the gate and are counted
+its score. The judge stage scores a pair that has no relevance (made by another tool or
+an older run) with the same embedder before the gate, so the gate means the same
+whatever made the pairs; these rules alone let such a pair through and count it
 (``unscored_relevance``).
 
 Two prompt formats:

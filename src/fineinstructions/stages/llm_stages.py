@@ -217,8 +217,38 @@ class JudgeStage(LLMStage):
             min_relevance=s.min_relevance, max_tokens=s.max_tokens,
         )
 
+    relevance: Any = None  # the worker's RelevanceScorer, with judge.min_relevance
+
+    def open(self, worker: Worker) -> None:
+        super().open(worker)
+        if self.section.min_relevance is not None:
+            # The gate means the same whatever made the pairs: a pair without a relevance
+            # score (another tool's, an older run's) is scored here, as instantiate does.
+            from fineinstructions.models.embedder import make_embedder
+            from fineinstructions.stages.relevance import RelevanceScorer
+
+            self.relevance = RelevanceScorer(make_embedder(self.config.embed))
+
+    def close(self) -> None:
+        super().close()
+        self.relevance = None
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "relevance": None}
+
+    def settings(self) -> dict[str, Any]:
+        settings = super().settings()
+        if self.section.min_relevance is not None:
+            settings["relevance_embedder"] = self.config.embed.model
+        return settings
+
     def process(self, batch: Sequence[PairRow]) -> StageBatch:
+        scored_here = 0
+        if self.relevance is not None:
+            scored_here = sum(pair.relevance is None for pair in batch)
+            batch = self.relevance.score_missing(batch)
         out, result = self._call(batch, "kept", "skipped")
+        out.add(relevance_scored=scored_here)
         out.add(**{f"score:{k}": v for k, v in result.scores.items()})
         out.add(expected_scores=result.expected_scores, unscored_relevance=result.unscored_relevance)
         return out

@@ -4,13 +4,15 @@ Three filters run in order, each on what the one before kept: exact and near-dup
 removal, decontamination against protected evaluation prompts, and a harmful-content
 check (called once per batch). Every dropped query carries its reason:
 
-- ``exact_duplicate``, ``near_duplicate``;
+- ``exact_duplicate``, ``near_duplicate``; ``duplicate_id`` (another query under an id an
+  earlier kept one has: the first is kept);
 - ``contaminated:<set name>`` (the protected file it overlaps);
 - ``harmful:<category>`` (the checker's category).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any, Sequence
 
@@ -20,6 +22,7 @@ from fineinstructions.stages.base import Stage, StageBatch
 from fineinstructions.stages.decontaminate import Decontaminator
 from fineinstructions.stages.dedup import Deduplicator
 from fineinstructions.stages.moderation import HarmChecker
+from fineinstructions.text.bank import DUPLICATE_ID
 
 CONTAMINATED = "contaminated"
 HARMFUL = "harmful"
@@ -53,6 +56,7 @@ class QueryFilter:
             shingle_size=config.shingle_size,
         )
         self._counts: Counter[str] = Counter()
+        self._ids: set[int] = set()  # 8-byte digests of the ids seen: about 70 bytes a query
         self._seen = 0
         self._kept = 0
 
@@ -91,6 +95,13 @@ class QueryFilter:
 
     def _first_reason(self, row: QueryRow) -> str | None:
         reason = self.deduplicator.check(row.text)
+        if reason is None:
+            # Ids must be unique (a template names its query by id): the first is kept, as
+            # for documents. (A content-hash id repeats with its text: dedup names that.)
+            digest = int.from_bytes(hashlib.blake2b(row.id.encode("utf-8"), digest_size=8).digest(), "little")
+            if digest in self._ids:
+                return DUPLICATE_ID
+            self._ids.add(digest)
         if reason is None and self.decontaminator is not None:
             protected_set = self.decontaminator.check(row.text)
             if protected_set is not None:
@@ -99,6 +110,7 @@ class QueryFilter:
 
 
 _EXPLAIN = {
+    DUPLICATE_ID: "a query with the same id came earlier (ids must be unique; the first is kept)",
     "exact_duplicate": "the same query (ignoring case and spacing) came earlier",
     "near_duplicate": "a near-identical query (MinHash) came earlier",
 }

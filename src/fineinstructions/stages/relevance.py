@@ -50,6 +50,22 @@ class RelevanceScorer:
         self.embedder = embedder
         self.context_chars = context_chars
 
+    def score_missing(self, pairs: Sequence[PairRow]) -> list[PairRow]:
+        """``pairs`` with ``relevance`` set where it is missing (pairs made by another tool
+        or an older run), from the instruction and the answer alone; the document is not
+        at hand, so ``passage_relevance`` stays as it is."""
+        missing = [i for i, pair in enumerate(pairs) if pair.relevance is None]
+        if not missing:
+            return list(pairs)
+        texts = [text for i in missing for text in (pairs[i].instruction, pairs[i].answer)]
+        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float64)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        scores = (vectors[0::2] * vectors[1::2]).sum(axis=1)
+        out = list(pairs)
+        for i, score in zip(missing, scores, strict=True):
+            out[i] = dataclasses.replace(pairs[i], relevance=round(float(score), 4))
+        return out
+
     def __call__(self, pairs: Sequence[PairRow], documents: Mapping[str, str]) -> list[PairRow]:
         """``pairs`` with ``relevance`` and ``passage_relevance`` set; ``documents`` maps
         each pair's document id to the text the instantiator saw."""
