@@ -96,7 +96,7 @@ def os_error_message(error: BaseException) -> str | None:
     import errno
     import sqlite3
 
-    if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+    if isinstance(error, sqlite3.OperationalError) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return ("the disk holding a request cache is full (" + str(error) + ").\n"
                 "  fix: free space on that disk, then run the same command again: finished work is kept")
     if not isinstance(error, OSError):

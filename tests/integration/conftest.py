@@ -12,3 +12,11 @@ def llm():
     backend.load()
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    """``support.data.BANK`` written as this package's template rows."""
+    from support.data import write_bank
+
+    return write_bank(tmp_path_factory.mktemp("bank"))

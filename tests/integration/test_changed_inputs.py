@@ -9,10 +9,10 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from test_match_real import DOCUMENTS, bank  # noqa: F401 (the bank fixture)
 
 from fineinstructions.interface.cli import main
 from fineinstructions.io import read_documents
+from support.data import DOCUMENTS
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ dropped by the pipeline's validation, and every example kept passes it again."""
 import json
 
 import pytest
-from test_pipeline_real import write_slice
 
 from fineinstructions.config import load_config
 from fineinstructions.experiments.silver import null_count, read_silver
@@ -13,6 +12,7 @@ from fineinstructions.interface.distill import distill_instantiator, distill_tem
 from fineinstructions.stages.instantiate import released_user_turn
 from fineinstructions.text.excerpt import expand_excerpts
 from fineinstructions.text.genericity import template_problems
+from support.data import write_slice
 
 pytestmark = pytest.mark.slow
 

@@ -10,31 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from fineinstructions.interface.cli import main
-from fineinstructions.io import ShardWriter, read_documents, read_rows
+from fineinstructions.io import read_documents, read_rows
 from fineinstructions.models.embedder import SentenceTransformerEmbedder
 from fineinstructions.models.index import TemplateIndex
 from fineinstructions.records import MatchRow, TemplateRow
+from support.data import BANK, DOCUMENTS
 
 pytestmark = pytest.mark.slow
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DOCUMENTS = DATA / "documents.jsonl"
-
-# A small bank written for these tests: descriptions of kinds of documents.
-BANK = [
-    ("How do I treat <fi>a garden pest</fi> on my plants?", "A gardening guide that explains how to get rid of pests on plants.", 1),
-    ("What happened in the <fi>sports match</fi> between <fi>two teams</fi>?", "A sports news report about a football match and its result.", 2),
-    ("Why did <fi>a politician</fi> resign?", "A political news article about a government minister and an election.", 1),
-    ("What are the side effects of <fi>a medicine</fi>?", "A health article describing a medical treatment, its benefits and risks.", 1),
-    ("How much does it cost to rent <fi>a kind of property</fi> in <fi>a city</fi>?", "A page about renting or buying homes, with prices.", 2),
-    ("What is the history of <fi>a country or region</fi>?", "An encyclopedia article about the history of a country, its wars and rulers.", 1),
-    ("How do I fix <fi>an error</fi> in <fi>a programming language</fi> when <fi>doing a task</fi>?", "A technical page about software or programming.", 3),
-    ("What should I see when visiting <fi>a place</fi>?", "A travel page describing a destination, hotels and sights.", 1),
-    ("What did <fi>a company</fi> announce about its <fi>financial results</fi>?", "A business news article about a company's profits, shares or earnings.", 2),
-    ("How do I cook <fi>a dish</fi>?", "A recipe with ingredients and cooking steps.", 1),
-    ("What did the court decide in <fi>a criminal case</fi>?", "A news report about a crime, a trial and a court ruling.", 1),
-    ("Who was <fi>a historical figure</fi>?", "A biography of a person: life, work and death.", 1),
-]
 
 
 @pytest.fixture(scope="module")
@@ -45,27 +27,6 @@ def embedder():
 @pytest.fixture(scope="module")
 def documents():
     return list(read_documents([DOCUMENTS]))
-
-
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bank")
-    with ShardWriter(folder, TemplateRow) as writer:
-        writer.write(
-            TemplateRow(
-                id=TemplateRow.make_id(template, description),
-                query_id=f"q{i}",
-                source="test",
-                template=template,
-                compatible_document_description=description,
-                variables=(),
-                complexity=complexity,
-                model="hand-written",
-                prompt_version="test",
-            )
-            for i, (template, description, complexity) in enumerate(BANK)
-        )
-    return folder
 
 
 def test_short_texts_get_the_models_own_embeddings(embedder):

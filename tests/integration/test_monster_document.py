@@ -7,11 +7,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_match_real import DOCUMENTS, bank  # noqa: F401 (the bank fixture)
 
 from fineinstructions.config import load_config
 from fineinstructions.interface.cli import main
 from fineinstructions.io import read_documents
+from support.data import DOCUMENTS
 
 pytestmark = pytest.mark.slow
 

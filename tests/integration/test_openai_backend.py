@@ -7,11 +7,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from llama_server import MODEL_ALIAS, LlamaServer, free_port  # noqa: I001
 
 from fineinstructions.errors import UserError
 from fineinstructions.models.llm import ErrorKind, Request, backend_class
 from fineinstructions.models.openai_tokens import ESTIMATE
+from support.llama_server import MODEL_ALIAS, LlamaServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -164,11 +164,21 @@ def test_honours_retry_after_on_429():
 
 
 def test_gives_up_with_a_counted_error_not_an_exception():
+    # Busy through every retry: the server is unavailable (never final; the runner stops).
     with scripted_server(lambda n: (503, {}, None)) as base_url:
         llm = backend_class("openai")("m", base_url=base_url, max_retries=2, backoff_base=0.01)
         out = llm.generate([Request.chat(("user", "a")), Request.chat(("user", "b"))])
-    assert [c.error_kind for c in out] == [ErrorKind.BACKEND_ERROR, ErrorKind.BACKEND_ERROR]
+    assert [c.error_kind for c in out] == [ErrorKind.UNAVAILABLE, ErrorKind.UNAVAILABLE]
     assert "HTTP 503" in out[0].error_detail and "3 attempts" in out[0].error_detail
+    assert "failing since" in out[0].error_detail
+
+
+def test_a_request_the_server_refuses_is_a_final_backend_error():
+    with scripted_server(lambda n: (400, {}, {"error": {"message": "unknown field 'foo'"}})) as base_url:
+        llm = backend_class("openai")("m", base_url=base_url, max_retries=2, backoff_base=0.01)
+        (out,) = llm.generate([Request.chat(("user", "a"))])
+    assert out.error_kind is ErrorKind.BACKEND_ERROR and "HTTP 400" in out.error_detail
+    assert llm.retries == 0
 
 
 def test_token_logprobs_come_back_from_the_server(server):

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from llama_server import MODEL_ALIAS, LlamaServer  # noqa: I001
 
 from fineinstructions.config import load_config
 from fineinstructions.execution.pipeline import run_pipeline
+from support.llama_server import MODEL_ALIAS, LlamaServer
 
 pytestmark = pytest.mark.slow
 

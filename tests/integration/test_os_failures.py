@@ -17,7 +17,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from test_match_real import bank  # noqa: F401 (the bank fixture)
 
 from fineinstructions.errors import os_error_message
 from fineinstructions.interface.cli import main
@@ -85,6 +84,8 @@ def test_each_machine_failure_has_its_fix():
     assert "fix: free space" in os_error_message(OSError(errno.ENOSPC, "No space left on device", "/d/part-00000.parquet"))
     assert "/d/part-00000.parquet" in os_error_message(OSError(errno.ENOSPC, "No space left on device", "/d/part-00000.parquet"))
     assert "writable" in os_error_message(PermissionError(errno.EACCES, "Permission denied", "/d"))
-    assert "free space" in os_error_message(sqlite3.OperationalError("database or disk is full"))
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # as sqlite3 sets it (Python >= 3.11)
+    assert "free space" in os_error_message(full)
     assert os_error_message(ValueError("a bug")) is None
     assert os_error_message(sqlite3.OperationalError("no such table: x")) is None

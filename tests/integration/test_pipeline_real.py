@@ -18,32 +18,15 @@ from fineinstructions.config import load_config
 from fineinstructions.execution.pipeline import run_pipeline
 from fineinstructions.interface.report import write_report
 from fineinstructions.io import read_documents, read_rows
-from fineinstructions.records import DocumentRow, PairRow, TemplateRow
+from fineinstructions.records import PairRow, TemplateRow
 from fineinstructions.stages.instantiate import Instantiator
 from fineinstructions.text.excerpt import expand_excerpts
 from fineinstructions.text.instantiate_grammar import document_grammar, excerpt_anchors
+from support.data import real_documents, write_slice
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EXECUTABLE = str(Path(sys.executable).with_name("fineinstructions"))
-
-
-def real_documents(n: int, step: int = 37) -> list[DocumentRow]:
-    documents = list(read_documents([DATA / "documents.jsonl"]))
-    return [d for d in documents[::step] if len(d.text) < 6000][:n]
-
-
-def write_slice(folder: Path, documents: int = 4) -> list[DocumentRow]:
-    """24 real queries and ``documents`` real documents as folder/queries.jsonl and
-    folder/documents.jsonl; returns the documents."""
-    queries = [json.loads(line) for line in (DATA / "queries.jsonl").read_text(encoding="utf-8").splitlines()][::150][:24]
-    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    chosen = real_documents(documents)
-    (folder / "documents.jsonl").write_text(
-        "".join(json.dumps({"id": d.id, "text": d.text, "source": d.source}) + "\n" for d in chosen)
-    )
-    return chosen
 
 
 def balanced(step: dict) -> bool:

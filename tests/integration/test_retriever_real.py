@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-from test_pipeline_real import real_documents
 
 from fineinstructions.config import load_config
 from fineinstructions.errors import UserError
@@ -16,6 +15,7 @@ from fineinstructions.execution.index import run_index
 from fineinstructions.execution.match import run_match
 from fineinstructions.interface.retriever import run_calibrate, train_retriever
 from fineinstructions.models.fake import ScriptedLLM
+from support.data import real_documents
 
 pytestmark = pytest.mark.slow
 QUIET = dict(show_progress=False, log=lambda message: None)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from llama_server import MODEL_ALIAS, LlamaServer  # noqa: I001
+
+from support.llama_server import MODEL_ALIAS, LlamaServer
 
 pytestmark = pytest.mark.slow
 

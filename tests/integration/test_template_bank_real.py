@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from float_noise import up_to_float_noise
-from test_match_real import BANK, DOCUMENTS
 
 from fineinstructions.interface.cli import main
 from fineinstructions.io import ShardWriter, read_documents, read_rows
 from fineinstructions.records import MatchRow, PairRow, TemplateRow
+from support.data import BANK, DOCUMENTS
+from support.float_noise import up_to_float_noise
 
 pytestmark = pytest.mark.slow
 

@@ -124,3 +124,29 @@ def test_the_cache_forwards_what_its_backend_declares(tmp_path):
     assert capabilities(cached) == declared
     assert cached.token_count_method == ScriptedLLM.token_count_method
     assert cached.commit_every == 1
+
+
+def test_a_worker_cache_still_in_use_is_merged_the_next_time(tmp_path):
+    from fineinstructions.models.cache import merge_caches
+
+    workers = tmp_path / "cache.d"
+    workers.mkdir()
+    worker = CachedLLM(ScriptedLLM(["answer 0"]), workers / "host-1-a.sqlite")
+    worker.generate(requests(1))
+    worker.close()
+    # A process still holds the file for writing (in rollback-journal mode, where that
+    # locks readers out: a worker's job being torn down, as seen on Ray).
+    holder = sqlite3.connect(workers / "host-1-a.sqlite", isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("DELETE FROM completions WHERE 0")
+    try:
+        assert merge_caches(tmp_path / "cache.sqlite", workers) == 0
+        assert (workers / "host-1-a.sqlite").exists()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert merge_caches(tmp_path / "cache.sqlite", workers) == 1
+    assert not workers.exists()
+    again = CachedLLM(ScriptedLLM([]), tmp_path / "cache.sqlite")
+    assert again.generate(requests(1))[0].text == "answer 0"

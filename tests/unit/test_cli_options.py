@@ -389,7 +389,7 @@ def executors(monkeypatch):
         def close(self) -> None:
             pass
 
-    def make_executor(kind, ray, *, address=None, show_progress=False):
+    def make_executor(kind, ray, *, address=None):
         made.append({"kind": kind, "ray": ray, "address": address})
         return NoExecutor()
 

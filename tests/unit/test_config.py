@@ -259,7 +259,6 @@ def test_queries_and_documents_have_their_own_fields():
     )
     assert config.input.query_fields() == FieldMapping(text="prompt", id="id", source="source", messages="messages")
     assert config.input.document_fields() == FieldMapping(text="content", id="url", source="source")
-    assert config.input.field_mapping() == config.input.document_fields()  # until execution/ says which kind
 
 
 def test_the_old_input_field_names_set_both_kinds():

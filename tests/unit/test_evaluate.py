@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_audit import CLEAN
 
 from fineinstructions.config import load_config
 from fineinstructions.experiments.evaluate import run_evaluate, win_rate
 from fineinstructions.experiments.export import export_dataset
 from fineinstructions.experiments.pretrain import PretrainSettings, run_pretrain
 from fineinstructions.models.fake import ScriptedLLM
+from support.audit_rows import CLEAN
 
 pytest.importorskip("transformers")
 QUIET = {"log": lambda message: None}

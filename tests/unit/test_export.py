@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from test_audit import CLEAN, DOCUMENTS
 
 from fineinstructions.errors import UserError
 from fineinstructions.experiments.export import export_control, export_dataset
 from fineinstructions.io import ShardWriter
 from fineinstructions.models.tokens import load_token_counter
 from fineinstructions.records import PairRow
+from support.audit_rows import CLEAN, DOCUMENTS
 
 QUIET = {"log": lambda message: None}
 

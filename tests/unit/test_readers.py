@@ -9,7 +9,10 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from readers_support import (  # noqa: I001  (a helper module beside the tests)
+
+from fineinstructions.io import FieldMapping, ReadStats, input_files, read_documents, read_queries
+from fineinstructions.records import DocumentRow, QueryRow
+from support.readers import (
     EXPECTED_DOCS,
     ROWS,
     error_text,
@@ -17,9 +20,6 @@ from readers_support import (  # noqa: I001  (a helper module beside the tests)
     write_csv,
     write_jsonl,
 )
-
-from fineinstructions.io import FieldMapping, ReadStats, input_files, read_documents, read_queries
-from fineinstructions.records import DocumentRow, QueryRow
 
 # ---------------------------------------------------------------- formats
 

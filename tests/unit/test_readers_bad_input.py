@@ -7,15 +7,15 @@ import gzip
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from readers_support import (  # noqa: I001  (a helper module beside the tests)
+
+from fineinstructions.errors import InputError, UserError
+from fineinstructions.io import ReadStats, read_documents, read_queries
+from support.readers import (
     error_text,
     jsonl_bytes,
     write_csv,
     write_jsonl,
 )
-
-from fineinstructions.errors import InputError, UserError
-from fineinstructions.io import ReadStats, read_documents, read_queries
 
 # ---------------------------------------------------------------- bad input
 

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_index import CountingEmbedder, write_bank
 
 from fineinstructions.config import load_config
 from fineinstructions.errors import InputError
@@ -19,6 +18,7 @@ from fineinstructions.execution.index import run_index
 from fineinstructions.models.index import TemplateIndex
 from fineinstructions.records import TemplateRow
 from fineinstructions.text.template import parse_template
+from support.embedders import CountingEmbedder, write_bank
 
 QUIET = {"show_progress": False, "log": lambda message: None}
 # A team's bank: its own field names, ids on some rows, a stale complexity column.

@@ -4,7 +4,7 @@ a command's own options, later layers winning; and printing one as TOML."""
 from __future__ import annotations
 
 import difflib
-import sys
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,11 +16,6 @@ from fineinstructions.config.llm import LLM_BACKENDS, LLMConfig, merge_llm_setti
 from fineinstructions.config.overrides import load_yaml, parse_override
 from fineinstructions.config.sections import Config
 from fineinstructions.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 DEFAULT_PRESET = "embedded"
 

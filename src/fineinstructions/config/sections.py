@@ -99,12 +99,6 @@ class InputConfig(Section):
             query_id=t.query_id_field, source=t.source_field,
         )
 
-    def field_mapping(self) -> FieldMapping:
-        """The documents' fields (kept while callers move to :meth:`query_fields` and
-        :meth:`document_fields`)."""
-        return self.document_fields()
-
-
 class OutputConfig(Section):
     """How outputs are written."""
 
@@ -337,7 +331,6 @@ class StageResources(Section):
     actors: int = Field(1, ge=1, description="Workers (Ray actors) the stage runs on; each loads its model or index once.")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker.")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs Ray reserves for each worker (1 for a vLLM engine per GPU).")
-    batch_size: int | None = Field(None, ge=1, description="Kept for old config files; workers now read whole shards (set the stage's own batch size).")
 
 
 class RayConfig(Section):
@@ -348,8 +341,6 @@ class RayConfig(Section):
 
     address: str | None = Field(None, description="Cluster to join ('auto', 'ray://host:10001'; None: start a local one).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local instance Ray starts when there is no address.")
-    preserve_order: bool = Field(True, description="Kept for old config files; shards finish in any order and the output is the same either way.")
-    read_cpus: float = Field(0.25, gt=0, description="Kept for old config files; workers read their own shards.")
     templatize: StageResources = StageResources()
     index: StageResources = StageResources()
     match: StageResources = StageResources()

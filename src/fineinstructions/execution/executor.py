@@ -188,7 +188,7 @@ class RayExecutor:
 
     kind = "ray"
 
-    def __init__(self, config: RayConfig, *, address: str | None = None, show_progress: bool = False) -> None:
+    def __init__(self, config: RayConfig, *, address: str | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -282,11 +282,9 @@ def _fitting(cpus: float, actors: int) -> float:
 Executor = LocalExecutor | RayExecutor
 
 
-def make_executor(
-    kind: str, config: RayConfig | None = None, *, address: str | None = None, show_progress: bool = False
-) -> Executor:
+def make_executor(kind: str, config: RayConfig | None = None, *, address: str | None = None) -> Executor:
     if kind == "local":
         return LocalExecutor()
     if kind == "ray":
-        return RayExecutor(config or RayConfig(), address=address, show_progress=show_progress)
+        return RayExecutor(config or RayConfig(), address=address)
     raise UserError(f"unknown executor {kind!r}; choose 'local' or 'ray'")

@@ -152,6 +152,12 @@ class CachedLLM:
         self.backend.close()
 
 
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (by the primary result code): another process holds
+    the file."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def merge_caches(main: str | Path, folder: str | Path) -> int:
     """Fold every worker cache file in ``folder`` into ``main`` and delete them; returns
     the completions added. Safe to run again after a crash: a file is deleted only after
@@ -169,7 +175,12 @@ def merge_caches(main: str | Path, folder: str | Path) -> int:
         db.execute(_SCHEMA)
         for part in parts:
             before = db.total_changes
-            db.execute("ATTACH DATABASE ? AS part", (str(part),))
+            try:
+                db.execute("ATTACH DATABASE ? AS part", (str(part),))
+            except sqlite3.OperationalError as error:
+                if not _busy(error):
+                    raise
+                continue  # a worker still holds it (its job is being torn down): next time
             try:
                 has_table = db.execute(
                     "SELECT 1 FROM part.sqlite_master WHERE type='table' AND name='completions'"
@@ -178,9 +189,9 @@ def merge_caches(main: str | Path, folder: str | Path) -> int:
                     db.execute("INSERT OR IGNORE INTO completions SELECT key, model, completion FROM part.completions")
                 db.commit()
             except sqlite3.OperationalError as error:
-                if "locked" not in str(error):
+                if not _busy(error):
                     raise
-                db.rollback()  # a worker still holds it (its job is being torn down): next time
+                db.rollback()  # as above: next time
                 continue
             finally:
                 db.execute("DETACH DATABASE part")

@@ -22,27 +22,7 @@ def make_llm(
 ) -> LLM:
     """The backend ``config`` names; with ``config.cache`` and a ``cache_path``, cached
     (``shared_cache``: a read-only cache also consulted, as a cluster worker does)."""
-    cls = backend_class(config.backend)
-    if config.backend == "llama_cpp":
-        backend = cls(config.model, n_ctx=config.n_ctx)
-    elif config.backend == "openai":
-        backend = cls(
-            config.model,
-            base_url=config.base_url,
-            api_key_env=config.api_key_env,
-            dialect=config.dialect,
-            max_concurrency=config.max_concurrency,
-            max_retries=config.max_retries,
-            timeout=config.timeout,
-            # A field of the openai backend's own config; absent from older configs.
-            tokenizer=getattr(config, "tokenizer", None),
-        )
-    elif config.backend == "vllm":
-        backend = cls(config.model, max_model_len=config.n_ctx)
-    elif config.backend == "transformers":
-        backend = cls(config.model, batch_size=config.batch_size)
-    else:
-        backend = cls(model=config.model)
+    backend = backend_class(config.backend).from_config(config)
     if config.cache and cache_path is not None:
         return CachedLLM(backend, cache_path, shared=shared_cache)
     return backend

@@ -31,6 +31,11 @@ class ScriptedLLM:
     token_count_method = "words (scripted)"
     checkpoint_every = 1
 
+    @classmethod
+    def from_config(cls, config) -> "ScriptedLLM":
+        """``backend = "fake"``: a scripted backend with no replies (tests give it some)."""
+        return cls(model=config.model)
+
     def __init__(
         self,
         replies: Iterable[str | Completion] = (),

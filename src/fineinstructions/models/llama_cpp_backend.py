@@ -44,6 +44,11 @@ class LlamaCppLLM:
     token_count_method = "the model's tokenizer"
     checkpoint_every = 1  # requests run one after another
 
+    @classmethod
+    def from_config(cls, config) -> "LlamaCppLLM":
+        """The backend a ``[*.llm]`` table with ``backend = "llama_cpp"`` describes."""
+        return cls(config.model, n_ctx=config.n_ctx)
+
     def __init__(
         self,
         model: str = "embedded",

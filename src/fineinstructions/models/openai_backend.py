@@ -119,6 +119,15 @@ class OpenAICompatibleLLM:
     constrains_json_schema = True  # every dialect sends the schema for the server to enforce
     reports_logprobs = True  # asked with logprobs/top_logprobs; a server that sends none gives none
 
+    @classmethod
+    def from_config(cls, config) -> "OpenAICompatibleLLM":
+        """The backend a ``[*.llm]`` table with ``backend = "openai"`` describes."""
+        return cls(
+            config.model, base_url=config.base_url, api_key_env=config.api_key_env, dialect=config.dialect,
+            max_concurrency=config.max_concurrency, max_retries=config.max_retries, timeout=config.timeout,
+            tokenizer=config.tokenizer,
+        )
+
     def __init__(
         self,
         model: str,

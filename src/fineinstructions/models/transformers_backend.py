@@ -39,6 +39,11 @@ class TransformersLLM:
     token_count_method = "the model's tokenizer"
     checkpoint_every = None  # requests are grouped and batched across the whole call
 
+    @classmethod
+    def from_config(cls, config) -> "TransformersLLM":
+        """The backend a ``[*.llm]`` table with ``backend = "transformers"`` describes."""
+        return cls(config.model, batch_size=config.batch_size)
+
     def __init__(
         self,
         model: str,

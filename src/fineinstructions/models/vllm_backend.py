@@ -33,6 +33,11 @@ class VLLMLLM:
     token_count_method = "the model's tokenizer"
     checkpoint_every = None  # continuous batching wants the whole batch at once
 
+    @classmethod
+    def from_config(cls, config) -> "VLLMLLM":
+        """The backend a ``[*.llm]`` table with ``backend = "vllm"`` describes."""
+        return cls(config.model, max_model_len=config.n_ctx)
+
     def __init__(
         self,
         model: str,

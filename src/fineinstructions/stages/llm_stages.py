@@ -18,9 +18,14 @@ from fineinstructions.stages.base import Stage, StageBatch, Worker
 
 
 class LLMStage(Stage):
-    """A stage holding one LLM (and so one request cache) per worker."""
+    """A stage holding one LLM (and so one request cache) per worker, and, where the
+    stage scores relevance (:meth:`scores_relevance`), the run's embedder."""
 
     section_name: str
+    relevance: Any = None  # the worker's RelevanceScorer, when the stage scores relevance
+
+    def scores_relevance(self) -> bool:
+        return False
 
     def __init__(self, config: Config, *, llm: Any = None, prompt: Any = None) -> None:
         self.config = config
@@ -62,20 +67,28 @@ class LLMStage(Stage):
             self.llm = make_llm(self.section.llm, cache_path=worker.cache, shared_cache=worker.shared_cache)
             self.owns_llm = True
         self.rules = self.build(self.llm)
+        if self.scores_relevance():
+            from fineinstructions.models.embedder import make_embedder
+            from fineinstructions.stages.relevance import RelevanceScorer
+
+            self.relevance = RelevanceScorer(make_embedder(self.config.embed))
 
     def close(self) -> None:
         if self.owns_llm and self.llm is not None:
             self.llm.close()
-        self.llm = self.rules = None
+        self.llm = self.rules = self.relevance = None
 
     def __getstate__(self) -> dict:
         # What a cluster worker receives: the configuration, never a loaded model.
-        return {**self.__dict__, "ready": None, "llm": None, "rules": None, "owns_llm": False}
+        return {**self.__dict__, "ready": None, "llm": None, "rules": None, "owns_llm": False, "relevance": None}
 
     def settings(self) -> dict[str, Any]:
         from fineinstructions.config import output_fingerprint
 
-        return output_fingerprint(self.section)
+        settings = output_fingerprint(self.section)
+        if self.scores_relevance():
+            settings["relevance_embedder"] = self.config.embed.model
+        return settings
 
     def _call(self, work: Any, kept: str, skipped: str | None = None) -> tuple[StageBatch, Any]:
         """Run the rules on ``work``; the batch's outcomes (``kept``: the result's field of
@@ -144,7 +157,8 @@ class InstantiateStage(LLMStage):
     section_name = "instantiate"
     batch_size = 8  # documents whose requests go to the model together
 
-    relevance: Any = None  # the worker's RelevanceScorer, with instantiate.relevance
+    def scores_relevance(self) -> bool:
+        return bool(self.section.relevance)
 
     def build(self, llm: Any) -> Any:
         from fineinstructions.stages.instantiate import Instantiator
@@ -156,27 +170,10 @@ class InstantiateStage(LLMStage):
             region_window=s.region_window, num_chunks=self.config.embed.num_chunks,
         )
 
-    def open(self, worker: Worker) -> None:
-        super().open(worker)
-        if self.section.relevance:
-            from fineinstructions.models.embedder import make_embedder
-            from fineinstructions.stages.relevance import RelevanceScorer
-
-            self.relevance = RelevanceScorer(make_embedder(self.config.embed))
-
-    def close(self) -> None:
-        super().close()
-        self.relevance = None
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "relevance": None}
-
     def settings(self) -> dict[str, Any]:
         settings = super().settings()
         if self.section.region_window is not None:
             settings["num_chunks"] = self.config.embed.num_chunks
-        if self.section.relevance:
-            settings["relevance_embedder"] = self.config.embed.model
         return settings
 
     def process(self, batch: Sequence[tuple[DocumentRow, list[MatchRow]]]) -> StageBatch:
@@ -217,30 +214,10 @@ class JudgeStage(LLMStage):
             min_relevance=s.min_relevance, max_tokens=s.max_tokens,
         )
 
-    relevance: Any = None  # the worker's RelevanceScorer, with judge.min_relevance
-
-    def open(self, worker: Worker) -> None:
-        super().open(worker)
-        if self.section.min_relevance is not None:
-            # The gate means the same whatever made the pairs: a pair without a relevance
-            # score (another tool's, an older run's) is scored here, as instantiate does.
-            from fineinstructions.models.embedder import make_embedder
-            from fineinstructions.stages.relevance import RelevanceScorer
-
-            self.relevance = RelevanceScorer(make_embedder(self.config.embed))
-
-    def close(self) -> None:
-        super().close()
-        self.relevance = None
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "relevance": None}
-
-    def settings(self) -> dict[str, Any]:
-        settings = super().settings()
-        if self.section.min_relevance is not None:
-            settings["relevance_embedder"] = self.config.embed.model
-        return settings
+    def scores_relevance(self) -> bool:
+        # The gate means the same whatever made the pairs: a pair without a relevance
+        # score (another tool's, an older run's) is scored here, as instantiate does.
+        return self.section.min_relevance is not None
 
     def process(self, batch: Sequence[PairRow]) -> StageBatch:
         scored_here = 0

@@ -8,18 +8,13 @@ pass their own file instead of a packaged name; it must have the same fields.
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fineinstructions.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,16 +186,14 @@ def executor_options(command: Callable) -> Callable:
 
 
 @contextmanager
-def open_executor(options: dict[str, Any], config, *, show_progress: bool = False) -> Iterator:
+def open_executor(options: dict[str, Any], config) -> Iterator:
     """The executor the options name, shut down (if it started Ray) when the command ends."""
     from fineinstructions.errors import UserError
     from fineinstructions.execution.executor import make_executor
 
     if options.get("ray_address") and (options.get("executor") or "local") != "ray":
         raise UserError("--ray-address names a Ray cluster, but the executor is local.\n  fix: add --executor ray")
-    executor = make_executor(
-        options.get("executor") or "local", config.ray, address=options.get("ray_address"), show_progress=show_progress
-    )
+    executor = make_executor(options.get("executor") or "local", config.ray, address=options.get("ray_address"))
     try:
         yield executor
     finally:

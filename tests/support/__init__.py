@@ -1,0 +1,2 @@
+"""Helpers the tests share, imported as ``support.<module>`` (pytest puts ``tests/`` on
+the path: ``pythonpath`` in pyproject.toml). No test module imports another."""
