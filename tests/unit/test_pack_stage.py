@@ -24,18 +24,17 @@ def test_pack_stage_formats_counts_and_packs_with_the_embedded_tokenizer():
     ]
     pairs = [make_pair("d1", i, "Tides rise and fall twice a day.") for i in range(6)]
     pairs.append(make_pair("d2", 9, "A much longer answer than the document itself could pay for."))
-    result, stats = pack_stage(documents, pairs, counter=counter, seed=0)
+    result = pack_stage(documents, pairs, counter=counter, seed=0)
 
     doc_tokens = counter.count([d.text for d in documents])
-    assert stats["budget_tokens"] == sum(doc_tokens)
+    assert result.budget_tokens == sum(doc_tokens)
     for pair in result.kept:
         assert pair.text == format_pair(pair.instruction, pair.answer)
         assert pair.token_count == counter.count([pair.text])[0]
-    assert stats["kept_tokens"] == sum(p.token_count for p in result.kept)
-    assert stats["kept_tokens"] <= stats["budget_tokens"]
-    assert stats["in"] == stats["out"] + sum(stats["skipped"].values()) + sum(stats["failed"].values())
-    assert stats["skipped"]["over_budget"] >= 1
-    assert stats["tokenizer"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert result.kept_tokens == sum(p.token_count for p in result.kept)
+    assert result.kept_tokens <= result.budget_tokens
+    assert len(pairs) == len(result.kept) + result.dropped
+    assert result.dropped >= 1
 
 
 def test_documents_already_counted_are_not_recounted():

@@ -110,6 +110,7 @@ class LocalExecutor:
     """One worker, in this process, shard after shard."""
 
     kind = "local"
+    reports_batches = True  # calls ``on_batch`` after each batch, in the driver's process
 
     def run(self, stage: Stage, shards: Sequence[InputShard], job: ShardJob, on_shard: OnShard, on_batch: OnShard | None = None) -> None:
         if not shards:
@@ -187,6 +188,7 @@ class RayExecutor:
     """A pool of Ray actors per stage; shards are handed to whichever actor is free."""
 
     kind = "ray"
+    reports_batches = False  # workers report whole shards only
 
     def __init__(self, config: RayConfig, *, address: str | None = None) -> None:
         try:

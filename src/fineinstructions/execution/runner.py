@@ -157,68 +157,47 @@ def run_stage(
     paths = _paths(inputs)
     refuse_inputs_inside(output, paths)
     with folder_lock(output, stage.name):  # one process per output folder
-        return _run_stage(stage, plan, output, paths, inputs=inputs, read=read, format=format, cache=cache,
-                          record_ids=record_ids, overwrite=overwrite, executor=executor, show_progress=show_progress,
-                          unit=unit, progress_interval=progress_interval, log=log)
+        executor = executor or LocalExecutor()
+        read = read or ReadSpec()
+        folder = ShardFolder(output)
+        fingerprint = {**stage.fingerprint(), "inputs": inputs, "format": format, "read": repr(read)}
+        folder.prepare(fingerprint, overwrite=overwrite, input_files=input_state(paths))
+        planned, _ = folder.plan(lambda: [shard_to_json(s) for s in plan()])
+        folder.remember()
+        shards = [shard_from_json(s) for s in planned]
+        done = folder.finished()
+        folder.remove_unfinished(done)
+        run = StageRun(resumed=len(done))
+        pending = [s for s in shards if s.index not in done]
+        if done and pending:
+            log(f"{stage.name}: resuming: {len(done)} of {len(shards)} shards were done")
+        merge_worker_caches(cache, log)
+        total = sum(s.rows or 0 for s in pending) if all(s.rows is not None for s in pending) else None
+        progress = Progress(stage.name, total=total, unit=unit, enabled=show_progress and bool(pending), interval=progress_interval)
+        tick = time.monotonic()
+
+        batches = executor.reports_batches  # tokens counted as batches end, or per shard
+
+        def shard_done(marker: dict) -> None:
+            done[int(marker["shard"])] = marker
+            counts = marker["counts"]
+            progress.extra = f"{len(done)}/{len(shards)} shards"
+            progress.update(counts.get("read:rows", counts.get("in", 0)), tokens=0 if batches else counts.get("completion_tokens", 0))
+
+        def batch_done(counts: dict) -> None:  # in this process: tokens as they come
+            progress.update(0, tokens=counts.get("completion_tokens", 0))
+
+        job = ShardJob(str(folder.directory), format=format, read=read, cache=str(cache) if cache else None, record_ids=record_ids)
+        try:
+            executor.run(stage, pending, job, shard_done, batch_done if batches else None)
+        finally:
+            progress.close()
+        run.wall_seconds = time.monotonic() - tick
+        merge_worker_caches(cache, log)
+        run.markers = dict(sorted(done.items()))
+        for marker in run.markers.values():
+            run.counts.update({k: v for k, v in marker["counts"].items() if isinstance(v, (int, float))})
+        run.rejects_file = folder.join_rejects(beside(folder.directory, ".rejects.jsonl"))
+        return run
 
 
-def _run_stage(
-    stage: Stage,
-    plan: Callable[[], Sequence[InputShard]],
-    output: str | Path,
-    paths: list[str],
-    *,
-    inputs: dict[str, Any],
-    read: ReadSpec | None,
-    format: str,
-    cache: Path | None,
-    record_ids: bool,
-    overwrite: bool,
-    executor: Executor | None,
-    show_progress: bool,
-    unit: str,
-    progress_interval: float | None,
-    log: Log,
-) -> StageRun:
-    executor = executor or LocalExecutor()
-    read = read or ReadSpec()
-    folder = ShardFolder(output)
-    fingerprint = {**stage.fingerprint(), "inputs": inputs, "format": format, "read": repr(read)}
-    folder.prepare(fingerprint, overwrite=overwrite, input_files=input_state(paths))
-    planned, _ = folder.plan(lambda: [shard_to_json(s) for s in plan()])
-    folder.remember()
-    shards = [shard_from_json(s) for s in planned]
-    done = folder.finished()
-    folder.remove_unfinished(done)
-    run = StageRun(resumed=len(done))
-    pending = [s for s in shards if s.index not in done]
-    if done and pending:
-        log(f"{stage.name}: resuming: {len(done)} of {len(shards)} shards were done")
-    merge_worker_caches(cache, log)
-    total = sum(s.rows or 0 for s in pending) if all(s.rows is not None for s in pending) else None
-    progress = Progress(stage.name, total=total, unit=unit, enabled=show_progress and bool(pending), interval=progress_interval)
-    tick = time.monotonic()
-
-    local = executor.kind == "local"
-
-    def shard_done(marker: dict) -> None:
-        done[int(marker["shard"])] = marker
-        counts = marker["counts"]
-        progress.extra = f"{len(done)}/{len(shards)} shards"
-        progress.update(counts.get("read:rows", counts.get("in", 0)), tokens=0 if local else counts.get("completion_tokens", 0))
-
-    def batch_done(counts: dict) -> None:  # in this process: tokens as they come
-        progress.update(0, tokens=counts.get("completion_tokens", 0))
-
-    job = ShardJob(str(folder.directory), format=format, read=read, cache=str(cache) if cache else None, record_ids=record_ids)
-    try:
-        executor.run(stage, pending, job, shard_done, batch_done if local else None)
-    finally:
-        progress.close()
-    run.wall_seconds = time.monotonic() - tick
-    merge_worker_caches(cache, log)
-    run.markers = dict(sorted(done.items()))
-    for marker in run.markers.values():
-        run.counts.update({k: v for k, v in marker["counts"].items() if isinstance(v, (int, float))})
-    run.rejects_file = folder.join_rejects(beside(folder.directory, ".rejects.jsonl"))
-    return run

@@ -39,26 +39,9 @@ def pack_stage(
     counter: TokenCounter,
     seed: int = 0,
     carry_in: int = 0,
-) -> tuple[PackResult, dict]:
-    """Format, count and pack; returns the result and the stage's counts.
-
-    Counts follow the rule every stage keeps: ``in = out + sum(skipped)``.
-    """
-    result = pack_pairs(
-        with_token_counts(documents, counter), formatted(pairs, counter), seed=seed, carry_in=carry_in
-    )
-    stats = {
-        "in": len(pairs),
-        "out": len(result.kept),
-        "skipped": {"over_budget": result.dropped} if result.dropped else {},
-        "failed": {},
-        "documents": len(documents),
-        "budget_tokens": result.budget_tokens,
-        "kept_tokens": result.kept_tokens,
-        "carry_over_tokens": result.carry_over,
-        "tokenizer": counter.name,
-    }
-    return result, stats
+) -> PackResult:
+    """Format the pairs, count the tokens of pairs and documents, and pack."""
+    return pack_pairs(with_token_counts(documents, counter), formatted(pairs, counter), seed=seed, carry_in=carry_in)
 
 
 class PackStage(Stage):
@@ -97,7 +80,7 @@ class PackStage(Stage):
         assert self.counter is not None, "open() the stage first"
         documents = [document for document, _ in batch]
         pairs = [pair for _, pairs in batch for pair in pairs]
-        result, _ = pack_stage(documents, pairs, counter=self.counter, seed=self.config.pack.seed)
+        result = pack_stage(documents, pairs, counter=self.counter, seed=self.config.pack.seed)
         out = StageBatch()
         for pair in result.kept:
             out.keep(pair)
