@@ -272,3 +272,27 @@ def test_fineinstructions_mode_takes_the_query_grammar_where_the_backend_takes_g
     request = Templatizer(llm, mode="fineinstructions", constraint="query").request("where is Paris")
     assert request.grammar is not None and request.json_schema is None
     assert [(m.role, m.content) for m in request.messages] == [("user", "where is Paris")]
+
+
+def test_run_templatize_reads_queries_fixed_in_place_and_refuses_changed_ones_it_finished(tmp_path):
+    from fineinstructions.errors import UserError
+
+    class Down(ScriptedLLM):
+        def generate(self, requests):
+            raise RuntimeError("the model died")
+
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"id": "a", "text": "where is Paris"}])
+    out = tmp_path / "templates"
+    config = load_config()
+    quiet = {"show_progress": False, "log": lambda m: None}
+    with pytest.raises(RuntimeError):
+        run_templatize([queries], out, config, llm=Down(), **quiet)  # filtered, planned, nothing finished
+    write_jsonl(queries, [{"id": "a", "text": "where is the city of Rome"}])  # fixed in place
+    reply = answer("where is the city of <fi>a city</fi>", "An atlas entry about a city and where it lies.")
+    llm = ScriptedLLM([reply])
+    stats = run_templatize([queries], out, config, llm=llm, **quiet)
+    assert stats["templatize"]["out"] == 1
+    assert "Rome" in llm.calls[0].messages[-1].content  # the new query, not the old filter output
+    write_jsonl(queries, [{"id": "a", "text": "where is the city of Rome, Italy"}])
+    with pytest.raises(UserError, match="changed since the first run"):
+        run_templatize([queries], out, config, llm=ScriptedLLM([reply]), **quiet)

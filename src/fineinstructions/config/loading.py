@@ -64,15 +64,16 @@ def load_config(
     """Build and validate a :class:`Config` from a preset, files, ``--set`` overrides
     (``"section.field=value"``) and ``settings`` (typed values by dotted key, as a
     command's options give them), each layer over the ones before."""
-    # Each layer with where it comes from, so that an invalid value names its source.
+    # Each layer with where it comes from, so that an invalid value names its file ("":
+    # typed on the command line the user just wrote, which needs no naming).
     layers: list[tuple[str, Mapping[str, Any]]] = [(f"the {preset} preset", _read_preset(preset))] if preset else []
     layers += [(str(path), read_config_file(path)) for path in files]
-    layers += [(f"--set {override}", parse_override(override)) for override in overrides]
+    layers += [("", parse_override(override)) for override in overrides]
     if settings:
         options: dict[str, Any] = {}  # one layer: a specific option beats a shorthand beside it
         for key, value in settings.items():
             options = _merge(options, _nested(key, value), None)
-        layers.append(("a command-line option", options))
+        layers.append(("", options))
     expanded = [(source, expand_shorthands(Config, layer)) for source, layer in layers]
     data: dict[str, Any] = {}
     for _, layer in expanded:
@@ -104,8 +105,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], model: type[BaseMode
 
 
 def _source(where: list[str], layers: Sequence[tuple[str, Mapping[str, Any]]]) -> str | None:
-    """The last layer that sets the key ``where`` (or the table holding it). Only files
-    and presets are named: an override is on the command line the user just typed."""
+    """The source of the last layer that sets the key ``where``, or None."""
     for source, layer in reversed(layers):
         value: Any = layer
         for part in where:
@@ -121,8 +121,9 @@ def _explain(error: ValidationError, layers: Sequence[tuple[str, Mapping[str, An
     lines = ["invalid configuration:"]
     for item in error.errors():
         where, parent = _locate(item["loc"])
-        source = _source(where, layers) or _source(where[:-1], layers)
-        source = None if source is None or source.startswith(("--set", "a command-line")) else source
+        source = _source(where, layers)
+        if source is None:  # an unknown key of a table: the layer that set the table
+            source = _source(where[:-1], layers)
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field" + _unknown_field_hint(where, parent)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from fineinstructions.errors import UserError
+from fineinstructions.io.formats import is_url
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def refuse_inputs_inside(output: str | Path, inputs: Iterable[str | Path]) -> No
     out = Path(output).resolve()
     for path in inputs:
         text = str(path)
-        if "://" in text:
+        if is_url(text):
             continue
         resolved = Path(text).resolve()
         if resolved == out or out in resolved.parents:
@@ -118,23 +119,22 @@ DISTILL_FOLDER = Layout(
 
 def input_state(paths: Iterable[str | Path]) -> dict[str, list[int]]:
     """Size and modification time of every local input file under ``paths`` (a folder:
-    its data files, as readers list them; URLs are not stat'ed)."""
-    from fineinstructions.io.formats import format_suffix
+    its data files, as readers list them; URLs are not stat'ed; a folder with no data
+    file, such as a stage that kept nothing, has none)."""
+    from fineinstructions.errors import InputError
+    from fineinstructions.io.readers import input_files
 
     state: dict[str, list[int]] = {}
     for raw in paths:
-        text = str(raw)
-        if "://" in text or not Path(text).exists():
+        if is_url(raw) or not Path(raw).exists():
             continue
-        path = Path(text)
-        if path.is_dir():
-            files = [p for p in path.rglob("*") if p.is_file() and format_suffix(p)
-                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-        else:
-            files = [path]
-        for file in sorted(files):
-            stat = file.stat()
-            state[str(file.resolve())] = [stat.st_size, stat.st_mtime_ns]
+        try:
+            files = input_files([raw])
+        except InputError:  # an empty folder
+            continue
+        for file in files:
+            stat = Path(file).stat()
+            state[str(Path(file).resolve())] = [stat.st_size, stat.st_mtime_ns]
     return state
 
 
@@ -147,10 +147,11 @@ def changed_inputs(recorded: dict[str, list[int]]) -> list[str]:
 
     problems = []
     for path, (size, mtime) in recorded.items():
-        if not Path(path).exists():
+        try:
+            stat = Path(path).stat()
+        except FileNotFoundError:
             problems.append(f"{path} is gone")
             continue
-        stat = Path(path).stat()
         if (stat.st_size, stat.st_mtime_ns) != (size, mtime):
             problems.append(f"{path} changed since the first run (size {size} → {stat.st_size} bytes, "
                             f"modified {when(mtime)} → {when(stat.st_mtime_ns)})")
@@ -166,7 +167,8 @@ def refuse_changed_inputs(problems: list[str], folder: str | Path) -> None:
             f"{folder} holds work made from inputs that have changed since:\n  " + "\n  ".join(problems[:5])
             + (f"\n  … and {len(problems) - 5} more" if len(problems) > 5 else "")
             + "\n  A resume would read the first run's parts of each file and keep what was made from the old rows.\n"
-            "  fix: restore the inputs as they were to resume, or pass --overwrite to start again from the new ones"
+            "  fix: restore the inputs as they were (the same bytes and modification time) to resume, or pass "
+            "--overwrite to start again from the new ones"
         )
 
 
@@ -206,7 +208,8 @@ def folder_lock(folder: str | Path, command: str = "") -> Iterator[None]:
         handle.seek(0)
         handle.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"fineinstructions {command} (pid {os.getpid()} on {socket.gethostname()}, since {started})".replace("  ", " "))
+        who = f"fineinstructions {command}".strip()
+        handle.write(f"{who} (pid {os.getpid()} on {socket.gethostname()}, since {started})")
         handle.flush()
         yield
     finally:

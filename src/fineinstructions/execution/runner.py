@@ -129,7 +129,7 @@ def _paths(inputs: Any) -> list[str]:
         return [p for value in inputs.values() for p in _paths(value)]
     if isinstance(inputs, (list, tuple)):
         return [p for value in inputs for p in _paths(value)]
-    if isinstance(inputs, (str, Path)) and "://" not in str(inputs) and Path(inputs).exists():
+    if isinstance(inputs, (str, Path)) and not is_url(inputs) and Path(inputs).exists():
         return [str(inputs)]
     return []
 

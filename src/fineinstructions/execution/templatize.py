@@ -32,8 +32,11 @@ from fineinstructions.execution.instantiate import token_rates
 from fineinstructions.execution.ledger import ShardFolder
 from fineinstructions.execution.outputs import (
     TEMPLATIZE_FOLDER,
+    changed_inputs,
     clear,
     folder_lock,
+    input_state,
+    refuse_changed_inputs,
     refuse_inputs_inside,
 )
 from fineinstructions.execution.rejects import RejectsFile
@@ -136,15 +139,24 @@ def run_templatize(
     with folder_lock(out, "templatize"):  # one process per output folder
         if overwrite:
             clear(out, TEMPLATIZE_FOLDER, log=log)
-        elif (out / "stats.json").exists() and (work / "templatized").exists():
+        recorded = work / "input_files.json"
+        changed = changed_inputs(json.loads(recorded.read_text(encoding="utf-8"))) if recorded.exists() else []
+        if changed:
+            # Templates made from the old queries are refused; when none was finished yet,
+            # the filters and the plan are made again from the new queries.
+            if (out / "stats.json").exists() or ShardFolder(work / "templatized").finished():
+                refuse_changed_inputs(changed, out)
+            shutil.rmtree(work)
+        if (out / "stats.json").exists() and (work / "templatized").exists():
             stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
             if stats.get("inputs") == _inputs(query_paths, limit, config):
                 log("templatize: finished in an earlier run; kept")
                 return stats
         elif out.exists() and any(p.is_file() and format_suffix(p) for p in out.iterdir()) and not work.exists():
             raise UserError(
-                f"{out} already holds output that this command did not write.\n"
-                "  fix: choose another output folder, or pass --overwrite to replace it"
+                f"{out} holds data files that this command did not write (they would be read back as its "
+                "output); --overwrite deletes only what fineinstructions wrote.\n"
+                "  fix: choose another output folder, or move those files out of it"
             )
         templatizer = stage.describe()
         log(
@@ -160,6 +172,8 @@ def run_templatize(
             )
         work.mkdir(parents=True, exist_ok=True)
         write_json(inputs, previous)
+        if not recorded.exists():
+            write_json(input_state(query_paths), recorded)
         filtered = filter_queries(query_paths, work / "queries", config, limit=limit, shard_size=section.shard_size, log=log)
         files = sorted((work / "queries").glob("part-*.parquet"))
         run = run_stage(

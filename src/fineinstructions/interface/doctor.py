@@ -85,7 +85,6 @@ def check_platform() -> Check:
 
 def check_llama_cpp() -> Check:
     from fineinstructions.models.llama_cpp_probe import (
-        crash_message,
         portable_install_command,
         probe,
     )
@@ -102,10 +101,7 @@ def check_llama_cpp() -> Check:
         return Check("llama.cpp", NOTE, f"llama-cpp-python {installed}; no model to test it with ({error})".split("\n")[0])
     verdict = probe(model, 1, use_cache=False)
     features = _build_features(verdict.system_info)
-    if not verdict.ok:
-        return Check("llama.cpp", BROKEN, f"llama-cpp-python {installed}: {verdict.detail}",
-                     crash_message(verdict).split("fix: install a portable build:\n", 1)[-1].strip(), required=True)
-    if verdict.detail != "decoded one token":
+    if not (verdict.ok and verdict.judged):  # crashed, or could not even try
         return Check("llama.cpp", BROKEN, f"llama-cpp-python {installed}: {verdict.detail}",
                      portable_install_command(), required=True)
     return Check("llama.cpp", OK, f"llama-cpp-python {installed}, {verdict.detail}; build: {features}")

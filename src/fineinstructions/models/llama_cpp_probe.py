@@ -48,6 +48,7 @@ class Verdict:
     detail: str  # "decoded one token", or how the child died
     system_info: str  # the build's own feature line (llama_print_system_info)
     cached: bool = False
+    judged: bool = True  # False: the child neither decoded nor crashed (an error, a timeout)
 
 
 def cache_file() -> Path:
@@ -146,7 +147,7 @@ def probe(model_path: str | Path, n_threads: int = 1, *, use_cache: bool = True)
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        return Verdict(True, f"no answer within {TIMEOUT_S:.0f} s (not judged)", "")
+        return Verdict(True, f"no answer within {TIMEOUT_S:.0f} s (not judged)", "", judged=False)
     lines = child.stdout.splitlines()
     system_info = next((line[len("system_info: "):] for line in lines if line.startswith("system_info: ")), "")
     if child.returncode < 0:
@@ -155,7 +156,8 @@ def probe(model_path: str | Path, n_threads: int = 1, *, use_cache: bool = True)
     elif child.returncode == 0:
         verdict = Verdict(True, "decoded one token", system_info)
     else:
-        return Verdict(True, "the test decode failed with an error (not judged): " + _last_line(child.stderr), system_info)
+        return Verdict(True, "the test decode failed with an error (not judged): " + _last_line(child.stderr), system_info,
+                       judged=False)
     _write_cache(key, verdict)
     return verdict
 
